@@ -1,0 +1,234 @@
+"""Seeded, matrix-free random projections backed by the Rust core.
+
+Implementations (all map ``(batch, in_dim)`` to ``(batch, out_dim)`` and share one interface,
+:class:`Projector`):
+
+* :class:`SJLT` — sparse Johnson–Lindenstrauss transform, ``c`` nonzeros ``±1/√c`` per column;
+* :class:`Mask` — ``out_dim`` random coordinates, sorted (optionally scaled);
+* :class:`GraSS` — ``SJLT ∘ Mask`` (paper arXiv 2505.18976), reads only the masked coordinates;
+* :class:`Gaussian`, :class:`Rademacher` — dense baselines generated on the fly from the hash.
+
+The seed → matrix contract is in ``docs/CONTRACT.md``: the same seed gives the same matrix on
+every machine, thread count, batch split and (with the CUDA path) device.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from . import _core
+from ._tensor import Array, as_batch, out_dtype
+from ._validate import positive_int
+from ._validate import seed as check_seed
+
+__all__ = ["SJLT", "Gaussian", "GraSS", "Mask", "Projector", "Rademacher"]
+
+
+def _run_core(fn_name: str, core: _core.Projector, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Runs ``core.<fn_name>(x, out)`` on the tensors' device."""
+    if x.device.type == "cpu":
+        getattr(core, fn_name)(x, out)
+        return
+    if x.device.type == "cuda":
+        raise _core.CudaUnavailableError(
+            "grass-rs was given a CUDA tensor, but this build has no CUDA path "
+            "(grass_rs.cuda_available() is False); move the tensor to the CPU"
+        )
+    raise ValueError(f"unsupported device {x.device}")
+
+
+class Projector(abc.ABC):
+    """A linear map ``P: R^in_dim -> R^out_dim`` defined by a seed.
+
+    Attributes:
+        in_dim: input dimension ``p``.
+        out_dim: output dimension ``k``.
+        seed: the seed in ``[0, 2**64)``.
+    """
+
+    in_dim: int
+    out_dim: int
+    seed: int
+
+    def __init__(self, core: _core.Projector, seed: int) -> None:
+        self._core = core
+        self.in_dim = core.in_dim
+        self.out_dim = core.out_dim
+        self.seed = seed
+
+    def project(self, x: Array) -> Array:
+        """Computes ``P x`` for each row.
+
+        Args:
+            x: ``(in_dim,)`` or ``(batch, in_dim)`` torch tensor or numpy array of float16,
+                bfloat16, float32 or float64. Non-contiguous input is copied first.
+
+        Returns:
+            The same kind of array, shape ``(out_dim,)`` or ``(batch, out_dim)``, float64 for
+            float64 input and float32 otherwise.
+
+        Raises:
+            TypeError: not an array or not a float dtype.
+            ValueError: wrong shape.
+        """
+        b = as_batch(x, "x", self.in_dim, dims_name="in_dim")
+        out = torch.empty((b.tensor.shape[0], self.out_dim), dtype=out_dtype(b.tensor.dtype), device=b.tensor.device)
+        _run_core("project", self._core, b.tensor, out)
+        return b.result(out)
+
+    __call__ = project
+
+    def transpose(self, y: Array) -> Array:
+        """Computes the adjoint ``Pᵀ y`` for each row: ``(batch, out_dim)`` → ``(batch, in_dim)``.
+
+        float16/bfloat16 input is computed in float32.
+        """
+        b = as_batch(y, "y", self.out_dim, dims_name="out_dim")
+        t = b.tensor.to(out_dtype(b.tensor.dtype))
+        out = torch.empty((t.shape[0], self.in_dim), dtype=t.dtype, device=t.device)
+        _run_core("transpose", self._core, t, out)
+        return b.result(out)
+
+    def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Materializes ``P`` as an ``(out_dim, in_dim)`` tensor (by projecting the identity).
+
+        Meant for tests and small dimensions: it costs ``in_dim`` projections.
+        """
+        eye = torch.eye(self.in_dim, dtype=dtype)
+        return torch.as_tensor(self.project(eye)).T.contiguous()
+
+    def _params(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(in_dim={self.in_dim}, out_dim={self.out_dim}{self._params()}, seed={self.seed})"
+
+
+class SJLT(Projector):
+    """Sparse JL transform: every input coordinate goes to ``c`` distinct buckets with random signs,
+    scaled by ``1/√c`` (so ``E‖Px‖² = ‖x‖²``). Cost ``O(batch · in_dim · c)``.
+
+    Args:
+        in_dim: input dimension.
+        out_dim: output dimension ``k``.
+        c: nonzeros per column, ``1 ≤ c ≤ out_dim``.
+        seed: seed in ``[0, 2**64)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, c: int = 1, seed: int = 0) -> None:
+        in_dim, out_dim, c = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim"), positive_int(c, "c")
+        if c > out_dim:
+            raise ValueError(f"`c` must be ≤ out_dim ({out_dim}), got {c}")
+        self.c = c
+        super().__init__(_core.Projector.sjlt(in_dim, out_dim, c, check_seed(seed)), seed)
+
+    def columns(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Buckets and signs of columns ``start:stop``: two ``(n, c)`` tensors (int64 buckets, ±1 signs)."""
+        stop = self.in_dim if stop is None else stop
+        return _columns(self._core, start, stop, self.c)
+
+    def _params(self) -> str:
+        return f", c={self.c}"
+
+
+def _columns(core: _core.Projector, start: int, stop: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = core.sjlt_columns(start, max(stop - start, 0))
+    buckets = torch.tensor([b for b, _ in pairs], dtype=torch.int64).reshape(-1, c)
+    signs = torch.tensor([-1.0 if neg else 1.0 for _, neg in pairs]).reshape(-1, c)
+    return buckets, signs
+
+
+class Mask(Projector):
+    """Random coordinate selection: ``out_dim`` distinct coordinates of ``in_dim``, uniformly
+    without replacement, in increasing order. Cost ``O(batch · out_dim)``.
+
+    Args:
+        in_dim: input dimension.
+        out_dim: number of kept coordinates, ``≤ in_dim``.
+        seed: seed in ``[0, 2**64)``.
+        scale: multiply kept values by ``√(in_dim/out_dim)`` (norm-preserving in expectation).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, seed: int = 0, scale: bool = False) -> None:
+        in_dim, out_dim = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim")
+        if out_dim > in_dim:
+            raise ValueError(f"`out_dim` ({out_dim}) must be ≤ in_dim ({in_dim}) for Mask")
+        self.scale = bool(scale)
+        super().__init__(_core.Projector.mask(in_dim, out_dim, check_seed(seed), self.scale), seed)
+        self._indices: torch.Tensor | None = None
+
+    @property
+    def indices(self) -> torch.Tensor:
+        """The kept coordinates, increasing, int64."""
+        if self._indices is None:
+            self._indices = torch.tensor(self._core.mask_indices(), dtype=torch.int64)
+        return self._indices
+
+    def _params(self) -> str:
+        return ", scale=True" if self.scale else ""
+
+
+class GraSS(Projector):
+    """GraSS: ``SJLT_{mask_dim → out_dim} ∘ Mask_{in_dim → mask_dim}``, fused so only the
+    ``mask_dim`` selected coordinates are read: cost ``O(batch · mask_dim · c)``, sub-linear in
+    ``in_dim``. With the same seed it equals ``SJLT(mask_dim, out_dim, c=c, seed=seed)`` applied
+    to ``Mask(in_dim, mask_dim, seed=seed)``.
+
+    Args:
+        in_dim: input dimension.
+        out_dim: output dimension ``k``.
+        mask_dim: coordinates kept by the mask, ``out_dim ≤ mask_dim ≤ in_dim``.
+        c: nonzeros per column of the SJLT stage.
+        seed: seed in ``[0, 2**64)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, mask_dim: int, c: int = 1, seed: int = 0) -> None:
+        in_dim, out_dim = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim")
+        mask_dim, c = positive_int(mask_dim, "mask_dim"), positive_int(c, "c")
+        if mask_dim < out_dim:
+            raise ValueError(f"`mask_dim` ({mask_dim}) must be ≥ out_dim ({out_dim})")
+        if mask_dim > in_dim:
+            raise ValueError(f"`mask_dim` ({mask_dim}) must be ≤ in_dim ({in_dim})")
+        if c > out_dim:
+            raise ValueError(f"`c` must be ≤ out_dim ({out_dim}), got {c}")
+        self.mask_dim, self.c = mask_dim, c
+        super().__init__(_core.Projector.grass(in_dim, out_dim, mask_dim, c, check_seed(seed)), seed)
+        self._indices: torch.Tensor | None = None
+
+    @property
+    def indices(self) -> torch.Tensor:
+        """The mask stage's coordinates, increasing, int64."""
+        if self._indices is None:
+            self._indices = torch.tensor(self._core.mask_indices(), dtype=torch.int64)
+        return self._indices
+
+    def columns(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Buckets and signs of the SJLT stage's columns ``start:stop`` (masked positions)."""
+        stop = self.mask_dim if stop is None else stop
+        return _columns(self._core, start, stop, self.c)
+
+    def _params(self) -> str:
+        return f", mask_dim={self.mask_dim}, c={self.c}"
+
+
+class _Dense(Projector):
+    _kind = ""
+
+    def __init__(self, in_dim: int, out_dim: int, *, seed: int = 0) -> None:
+        in_dim, out_dim = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim")
+        super().__init__(_core.Projector.dense(self._kind, in_dim, out_dim, check_seed(seed)), seed)
+
+
+class Gaussian(_Dense):
+    """Dense ``N(0, 1/out_dim)`` projection, generated on the fly (never stored). Cost
+    ``O(batch · in_dim · out_dim)`` plus ``in_dim · out_dim`` hashes per call."""
+
+    _kind = "gaussian"
+
+
+class Rademacher(_Dense):
+    """Dense ``±1/√out_dim`` projection, generated on the fly (never stored)."""
+
+    _kind = "rademacher"

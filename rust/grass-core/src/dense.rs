@@ -1,0 +1,184 @@
+//! Dense Gaussian and Rademacher projections, generated on the fly from the hash (no stored
+//! `k × p` matrix): the baselines GraSS is compared against.
+//!
+//! Entry `(i, j)` (output `i`, input `j`) has linear index `n = j·k + i`:
+//! * Gaussian: `h = hash(key, n / 2)`; `u₁ = ((h >> 40) + ½)·2⁻²⁴`, `u₂ = ((h >> 16) & 0xFFFFFF)·2⁻²⁴`;
+//!   `z = √(−2 ln u₁)·cos(2πu₂)` for even `n`, `sin` for odd `n` (Box–Muller), value `z/√k`, in `f32`.
+//! * Rademacher: bit `n mod 64` of `hash(key, n / 64)`; set = negative; value `±1/√k`.
+use crate::elem::{Accum, Load};
+use crate::error::{invalid, Result};
+use crate::hash::{hash, stream_key, Stream};
+use crate::sjlt::SyncPtr;
+use crate::{check_len, parallel};
+use rayon::prelude::*;
+
+/// Which dense distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseKind {
+    /// `N(0, 1/k)` entries.
+    Gaussian,
+    /// `±1/√k` entries.
+    Rademacher,
+}
+
+/// Output columns per parallel task.
+const COLS: usize = 256;
+/// Input rows per generated tile.
+const ROWS: usize = 64;
+
+/// A seeded, matrix-free dense projection.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    kind: DenseKind,
+    in_dim: usize,
+    out_dim: usize,
+    seed: u64,
+    key: u64,
+}
+
+impl Dense {
+    /// Builds the projection.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when a dimension is zero.
+    pub fn new(kind: DenseKind, in_dim: usize, out_dim: usize, seed: u64) -> Result<Self> {
+        if in_dim == 0 {
+            return Err(invalid("in_dim", "must be at least 1"));
+        }
+        if out_dim == 0 {
+            return Err(invalid("out_dim", "must be at least 1"));
+        }
+        in_dim.checked_mul(out_dim).ok_or(crate::Error::TooLarge { what: "in_dim * out_dim" })?;
+        let stream = match kind {
+            DenseKind::Gaussian => Stream::Gaussian,
+            DenseKind::Rademacher => Stream::Rademacher,
+        };
+        Ok(Self { kind, in_dim, out_dim, seed, key: stream_key(seed, stream) })
+    }
+
+    /// Input dimension.
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+    /// Output dimension.
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// The distribution.
+    pub fn kind(&self) -> DenseKind {
+        self.kind
+    }
+
+    /// Matrix entry `(i, j)`: output `i`, input `j`.
+    #[inline(always)]
+    pub fn entry(&self, i: usize, j: usize) -> f32 {
+        let n = j as u64 * self.out_dim as u64 + i as u64;
+        let inv = 1.0 / (self.out_dim as f32).sqrt();
+        match self.kind {
+            DenseKind::Gaussian => {
+                let h = hash(self.key, n >> 1);
+                let u1 = ((h >> 40) as f32 + 0.5) * (1.0 / 16_777_216.0);
+                let u2 = ((h >> 16) & 0x00FF_FFFF) as f32 * (1.0 / 16_777_216.0);
+                let r = (-2.0 * u1.ln()).sqrt();
+                let t = std::f32::consts::TAU * u2;
+                (if n & 1 == 0 { r * t.cos() } else { r * t.sin() }) * inv
+            }
+            DenseKind::Rademacher => {
+                let h = hash(self.key, n >> 6);
+                if (h >> (n & 63)) & 1 == 1 {
+                    -inv
+                } else {
+                    inv
+                }
+            }
+        }
+    }
+
+    /// Fills `tile[r][c] = entry(i0 + c, j0 + r)` for a `rows × cols` tile.
+    fn tile(&self, j0: usize, rows: usize, i0: usize, cols: usize, tile: &mut Vec<f32>) {
+        tile.clear();
+        for j in j0..j0 + rows {
+            tile.extend((i0..i0 + cols).map(|i| self.entry(i, j)));
+        }
+    }
+
+    /// Projects `(batch, in_dim)` → `out` `(batch, out_dim)`; each output is a sum over the
+    /// inputs in order (bit-identical for any thread count or batch split).
+    ///
+    /// # Errors
+    /// `Shape` when a buffer's length does not match `batch`.
+    pub fn project<T: Load<A>, A: Accum>(&self, x: &[T], batch: usize, out: &mut [A]) -> Result<()> {
+        let (p, k) = (self.in_dim, self.out_dim);
+        check_len("x", x.len(), batch, p)?;
+        check_len("out", out.len(), batch, k)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let dst = SyncPtr::new(out);
+        parallel::install(|| {
+            (0..k.div_ceil(COLS)).into_par_iter().for_each(|blk| {
+                let i0 = blk * COLS;
+                let cols = COLS.min(k - i0);
+                let mut acc = vec![A::ZERO; batch * cols];
+                let mut tile = Vec::with_capacity(ROWS * cols);
+                for j0 in (0..p).step_by(ROWS) {
+                    let rows = ROWS.min(p - j0);
+                    self.tile(j0, rows, i0, cols, &mut tile);
+                    for (b, a) in acc.chunks_exact_mut(cols).enumerate() {
+                        let xs = &x[b * p + j0..b * p + j0 + rows];
+                        for (xv, g) in xs.iter().zip(tile.chunks_exact(cols)) {
+                            let xv: A = xv.load();
+                            for (ai, &gi) in a.iter_mut().zip(g) {
+                                *ai += xv * A::from_f32(gi);
+                            }
+                        }
+                    }
+                }
+                for (b, a) in acc.chunks_exact(cols).enumerate() {
+                    for (c, &v) in a.iter().enumerate() {
+                        dst.write(b * k + i0 + c, v);
+                    }
+                }
+            });
+        });
+        Ok(())
+    }
+
+    /// The adjoint `Pᵀ`: `(batch, out_dim)` → `(batch, in_dim)`.
+    ///
+    /// # Errors
+    /// `Shape` when a buffer's length does not match `batch`.
+    pub fn transpose<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
+        let (p, k) = (self.in_dim, self.out_dim);
+        check_len("y", y.len(), batch, k)?;
+        check_len("out", out.len(), batch, p)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let dst = SyncPtr::new(out);
+        let rows_per = (ROWS * COLS / k).clamp(1, ROWS);
+        parallel::install(|| {
+            (0..p.div_ceil(rows_per)).into_par_iter().for_each(|blk| {
+                let j0 = blk * rows_per;
+                let rows = rows_per.min(p - j0);
+                let mut tile = Vec::with_capacity(rows * k);
+                self.tile(j0, rows, 0, k, &mut tile);
+                for b in 0..batch {
+                    let ys = &y[b * k..(b + 1) * k];
+                    for (r, g) in tile.chunks_exact(k).enumerate() {
+                        let mut s = A::ZERO;
+                        for (&yv, &gv) in ys.iter().zip(g) {
+                            s += yv * A::from_f32(gv);
+                        }
+                        dst.write(b * p + j0 + r, s);
+                    }
+                }
+            });
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! Element types: what can be read (`f32`, `f64`, `f16`, `bf16`) and what is accumulated
+//! (`f32`, or `f64` for `f64` input).
+use half::{bf16, f16};
+use std::ops::{AddAssign, Mul};
+
+/// An accumulator / output scalar (`f32` or `f64`).
+pub trait Accum:
+    Copy + Send + Sync + Default + AddAssign + Mul<Output = Self> + PartialEq + std::fmt::Debug + 'static
+{
+    /// Additive identity.
+    const ZERO: Self;
+    /// Converts from `f64` (rounding for `f32`).
+    fn from_f64(v: f64) -> Self;
+    /// Converts from `f32` (exact).
+    fn from_f32(v: f32) -> Self;
+    /// Converts to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// Negates `self` when `negative` is true, branch-free (flips the IEEE sign bit).
+    fn flip(self, negative: bool) -> Self;
+}
+
+impl Accum for f32 {
+    const ZERO: Self = 0.0;
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn flip(self, negative: bool) -> Self {
+        f32::from_bits(self.to_bits() ^ (u32::from(negative) << 31))
+    }
+}
+
+impl Accum for f64 {
+    const ZERO: Self = 0.0;
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f64::from(v)
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn flip(self, negative: bool) -> Self {
+        f64::from_bits(self.to_bits() ^ (u64::from(negative) << 63))
+    }
+}
+
+/// An input element that is read and widened to the accumulator `A`.
+pub trait Load<A: Accum>: Copy + Send + Sync {
+    /// Widens to the accumulator type (exact).
+    fn load(self) -> A;
+}
+
+impl Load<f32> for f32 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self
+    }
+}
+impl Load<f32> for f16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self.to_f32()
+    }
+}
+impl Load<f32> for bf16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self.to_f32()
+    }
+}
+impl Load<f64> for f64 {
+    #[inline(always)]
+    fn load(self) -> f64 {
+        self
+    }
+}

@@ -1,0 +1,175 @@
+//! Borrowing tensors through DLPack: any object with `__dlpack__` (torch tensors, numpy arrays).
+//!
+//! Contract: a [`TensorView`] holds the DLPack capsule it was read from, and the capsule keeps
+//! the producer's `DLManagedTensor` (and so the memory) alive; the view is used only while the
+//! Python object passed in is referenced by the caller's frame. The capsule is not consumed
+//! (its name stays `dltensor`), so its destructor calls the producer's deleter when dropped.
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use std::ffi::{c_void, CStr};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DLDevice {
+    device_type: i32,
+    device_id: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DLDataType {
+    code: u8,
+    bits: u8,
+    lanes: u16,
+}
+
+#[repr(C)]
+struct DLTensor {
+    data: *mut c_void,
+    device: DLDevice,
+    ndim: i32,
+    dtype: DLDataType,
+    shape: *const i64,
+    strides: *const i64,
+    byte_offset: u64,
+}
+
+#[repr(C)]
+struct DLManagedTensor {
+    dl_tensor: DLTensor,
+    manager_ctx: *mut c_void,
+    deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
+}
+
+const DL_CPU: i32 = 1;
+const DL_CUDA: i32 = 2;
+
+/// The element types grass-rs reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F16,
+    BF16,
+    F32,
+    F64,
+}
+
+impl DType {
+    fn from_dl(t: DLDataType) -> Option<Self> {
+        match (t.code, t.bits, t.lanes) {
+            (2, 16, 1) => Some(Self::F16),
+            (4, 16, 1) => Some(Self::BF16),
+            (2, 32, 1) => Some(Self::F32),
+            (2, 64, 1) => Some(Self::F64),
+            _ => None,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 | Self::BF16 => 2,
+            Self::F32 => 4,
+            Self::F64 => 8,
+        }
+    }
+}
+
+/// A borrowed, C-contiguous 2-D CPU tensor.
+pub struct TensorView<'py> {
+    _capsule: Bound<'py, PyAny>,
+    pub ptr: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+}
+
+impl TensorView<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The byte range `[start, end)` the tensor occupies.
+    pub fn span(&self) -> (usize, usize) {
+        (self.ptr, self.ptr + self.len() * self.dtype.size())
+    }
+
+    /// Reinterprets the memory as a slice of `T`.
+    ///
+    /// # Safety
+    /// `T` must be the Rust type of `self.dtype`, and the caller must not create overlapping
+    /// mutable views of the same memory.
+    pub unsafe fn slice<'a, T>(&self) -> &'a [T] {
+        if self.len() == 0 {
+            return &[];
+        }
+        // SAFETY: the producer guarantees `len` contiguous elements at `ptr` (checked in
+        // `borrow`), alive as long as the capsule, which outlives this call.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const T, self.len()) }
+    }
+
+    /// Reinterprets the memory as a mutable slice of `T`.
+    ///
+    /// # Safety
+    /// As [`Self::slice`], and no other view of this memory may be alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut<'a, T>(&self) -> &'a mut [T] {
+        if self.len() == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `slice`; exclusivity is the caller's obligation (checked by `disjoint`).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut T, self.len()) }
+    }
+}
+
+/// Borrows `obj` (via `__dlpack__`) as a 2-D C-contiguous CPU tensor named `name`.
+pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'py>> {
+    let capsule = obj
+        .call_method0("__dlpack__")
+        .map_err(|e| PyTypeError::new_err(format!("`{name}` does not support DLPack: {e}")))?;
+    let dl_name: &CStr = c"dltensor";
+    // SAFETY: `capsule` is a live Python object; PyCapsule_GetPointer checks that it is a capsule
+    // named "dltensor" and returns null (with an exception set) otherwise.
+    let raw = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), dl_name.as_ptr()) };
+    if raw.is_null() {
+        return Err(PyErr::take(obj.py())
+            .unwrap_or_else(|| PyTypeError::new_err(format!("`{name}`: __dlpack__ gave no DLPack capsule"))));
+    }
+    // SAFETY: a "dltensor" capsule holds a valid DLManagedTensor owned by the capsule, which we
+    // keep alive in the returned view.
+    let t = unsafe { &(*raw.cast::<DLManagedTensor>()).dl_tensor };
+    match t.device.device_type {
+        DL_CPU => {}
+        DL_CUDA => {
+            return Err(PyValueError::new_err(format!("`{name}` is a CUDA tensor; this call needs a CPU tensor")))
+        }
+        d => return Err(PyValueError::new_err(format!("`{name}` is on an unsupported device (DLPack type {d})"))),
+    }
+    let dtype = DType::from_dl(t.dtype).ok_or_else(|| {
+        PyTypeError::new_err(format!("`{name}` must be float16, bfloat16, float32 or float64"))
+    })?;
+    if t.ndim != 2 {
+        return Err(PyValueError::new_err(format!("`{name}` must be 2-D, got {} dimensions", t.ndim)));
+    }
+    // SAFETY: DLPack guarantees `shape` has `ndim` (= 2) entries, and `strides` is null or too.
+    let shape = unsafe { std::slice::from_raw_parts(t.shape, 2) };
+    let (rows, cols) = (usize::try_from(shape[0]).unwrap_or(0), usize::try_from(shape[1]).unwrap_or(0));
+    if !t.strides.is_null() {
+        // SAFETY: see above.
+        let strides = unsafe { std::slice::from_raw_parts(t.strides, 2) };
+        let ok = (cols <= 1 || strides[1] == 1) && (rows <= 1 || strides[0] == shape[1]);
+        if !ok {
+            return Err(PyValueError::new_err(format!("`{name}` must be C-contiguous")));
+        }
+    }
+    let ptr = t.data as usize + t.byte_offset as usize;
+    Ok(TensorView { _capsule: capsule, ptr, rows, cols, dtype })
+}
+
+/// Fails unless the two tensors' memory ranges are disjoint.
+pub fn disjoint(a: &TensorView<'_>, b: &TensorView<'_>) -> PyResult<()> {
+    let ((a0, a1), (b0, b1)) = (a.span(), b.span());
+    if a0 < b1 && b0 < a1 {
+        return Err(PyValueError::new_err("the output must not overlap the input"));
+    }
+    Ok(())
+}
