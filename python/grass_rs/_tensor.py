@@ -41,8 +41,7 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
         if arr.dtype.kind != "f":  # type: ignore[union-attr]
             raise TypeError(f"`{name}` must be a float array (float16/32/64), got dtype {arr.dtype}")  # type: ignore[union-attr]
         if not (arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative):  # type: ignore[union-attr]
-            arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # type: ignore[union-attr]
-            arr.setflags(write=True)
+            arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)  # type: ignore[union-attr]
         t = torch.from_numpy(arr)
     elif isinstance(x, torch.Tensor):
         t = x

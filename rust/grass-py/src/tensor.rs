@@ -153,7 +153,7 @@ pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'
     // SAFETY: DLPack guarantees `shape` has `ndim` (= 2) entries, and `strides` is null or too.
     let shape = unsafe { std::slice::from_raw_parts(t.shape, 2) };
     let (rows, cols) = (usize::try_from(shape[0]).unwrap_or(0), usize::try_from(shape[1]).unwrap_or(0));
-    if !t.strides.is_null() {
+    if !t.strides.is_null() && rows * cols > 0 {
         // SAFETY: see above.
         let strides = unsafe { std::slice::from_raw_parts(t.strides, 2) };
         let ok = (cols <= 1 || strides[1] == 1) && (rows <= 1 || strides[0] == shape[1]);

@@ -1,0 +1,61 @@
+# grass-rs — one command per job. `make help` lists them.
+# Every target creates the virtual environment it needs (Python ≥ 3.10, Rust toolchain required).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv-test
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+OUT ?= grass-rs-output
+DEPS := torch numpy tqdm "maturin>=1.9.4,<2" pytest hypothesis pytest-benchmark scikit-learn scipy \
+	transformers matplotlib safetensors ruff mypy
+
+.PHONY: help venv wheel install run test test-rust test-py lint dev bench bench-rust ptx clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(DEPS)
+	touch $@
+
+venv: $(VENV)/.deps ## create the virtual environment with all dependencies
+
+wheel: venv ## build the release abi3 wheel into dist/
+	rm -rf dist
+	$(VENV)/bin/maturin build --release -q --out dist
+
+install: wheel ## install the wheel (not editable) into the virtual environment
+	$(PIP) install -q --force-reinstall --no-deps dist/*.whl
+
+run: install ## the main job: attribute the bundled digits MLP (results in $(OUT)/)
+	$(VENV)/bin/grass-rs attribute --output $(OUT)
+
+test: lint test-rust test-py ## all tests: lint, cargo tests, pytest against the installed wheel
+
+test-rust: ## cargo tests of the core (unit, proptest, integration)
+	cargo test --workspace --quiet
+
+test-py: install ## pytest against the installed wheel
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
+
+lint: venv ## cargo fmt, clippy -D warnings, ruff, mypy
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+
+dev: ## editable build into .venv for development
+	$(MAKE) VENV=.venv venv
+	.venv/bin/maturin develop --release -q
+
+bench: install ## the compare table (ratios to the read floor) and pytest-benchmark suite
+	$(PY) benches/python/compare.py
+
+bench-rust: ## criterion benches of the core
+	cargo bench -p grass-core
+
+clean: ## remove build outputs and virtual environments
+	rm -rf target dist $(VENV) $(OUT)
