@@ -25,8 +25,16 @@ def main() -> None:
     sjlt = []
     for p, k, c, seed in [(64, 16, 1, 0), (100, 30, 3, 42), (50, 1024, 4, 2**64 - 1)]:
         buckets, signs = grass_rs.SJLT(p, k, c=c, seed=seed).columns()
-        sjlt.append({"in_dim": p, "out_dim": k, "c": c, "seed": seed,
-                     "buckets": buckets.tolist(), "signs": signs.int().tolist()})
+        sjlt.append(
+            {
+                "in_dim": p,
+                "out_dim": k,
+                "c": c,
+                "seed": seed,
+                "buckets": buckets.tolist(),
+                "signs": signs.int().tolist(),
+            }
+        )
     doc["sjlt"] = sjlt
     doc["mask"] = [
         {"in_dim": n, "out_dim": m, "seed": seed, "indices": grass_rs.Mask(n, m, seed=seed).indices.tolist()}

@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     if grass_rs.cuda_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and a CUDA build of grass-rs (grass_rs.cuda_available() is False)")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU and a CUDA build of grass-rs (grass_rs.cuda_available() is False)"
+    )
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

@@ -7,11 +7,12 @@ import json
 import pathlib
 
 import pytest
-import reference as ref
 import torch
 
 import grass_rs
 from grass_rs import _core
+
+import reference as ref
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "data" / "contract_vectors.json").read_text())
 STREAM_NAMES = {1: "sjlt", 2: "mask", 3: "gaussian", 4: "rademacher", 5: "srht"}
@@ -25,7 +26,11 @@ def test_hash_known_answers() -> None:
 
 def test_splitmix64_published_sequence() -> None:
     # SplitMix64 seeded with 0 (Vigna's reference implementation).
-    assert [_core.hash(0, n) for n in range(3)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    assert [_core.hash(0, n) for n in range(3)] == [
+        0xE220A8397B1DCDAF,
+        0x6E789E6AA1B965F4,
+        0x06C45D188009454F,
+    ]
 
 
 def test_stream_keys() -> None:
@@ -41,15 +46,19 @@ def test_sjlt_vectors(case: dict) -> None:
     assert buckets.tolist() == case["buckets"]
     assert signs.int().tolist() == case["signs"]
     key = ref.stream_key(case["seed"], "sjlt")
-    expect = [[ref.sjlt_entry(key, case["out_dim"], case["c"], j, r) for r in range(case["c"])]
-              for j in range(case["in_dim"])]
+    expect = [
+        [ref.sjlt_entry(key, case["out_dim"], case["c"], j, r) for r in range(case["c"])]
+        for j in range(case["in_dim"])
+    ]
     assert [[b for b, _ in col] for col in expect] == case["buckets"]
     assert [[s for _, s in col] for col in expect] == case["signs"]
 
 
 @pytest.mark.parametrize("case", VECTORS["mask"], ids=lambda c: f"n{c['in_dim']}m{c['out_dim']}")
 def test_mask_vectors(case: dict) -> None:
-    assert grass_rs.Mask(case["in_dim"], case["out_dim"], seed=case["seed"]).indices.tolist() == case["indices"]
+    assert (
+        grass_rs.Mask(case["in_dim"], case["out_dim"], seed=case["seed"]).indices.tolist() == case["indices"]
+    )
     assert ref.mask_indices(case["in_dim"], case["out_dim"], case["seed"]) == case["indices"]
 
 
@@ -60,5 +69,9 @@ def test_dense_vectors(case: dict) -> None:
     want = torch.tensor(case["matrix"])
     # Entries are computed in float32 with libm log/sin/cos: equal up to float rounding.
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(ref.dense_matrix(case["kind"], case["in_dim"], case["out_dim"], case["seed"]),
-                               want.double(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        ref.dense_matrix(case["kind"], case["in_dim"], case["out_dim"], case["seed"]),
+        want.double(),
+        rtol=1e-6,
+        atol=1e-7,
+    )

@@ -71,7 +71,7 @@ def test_bad_inputs(p: grass_rs.Projector) -> None:
         p(torch.zeros(2, 16, dtype=torch.complex64))
     with pytest.raises(TypeError, match="float array"):
         p(np.zeros((2, 16), dtype=np.int32))
-    with pytest.raises(TypeError, match="torch.Tensor or numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor or numpy\.ndarray"):
         p([[0.0] * 16])
     with pytest.raises(ValueError, match="last dimension out_dim = 4"):
         p.transpose(torch.zeros(2, 5))
@@ -97,7 +97,10 @@ def test_core_checks_buffers() -> None:
         core.project([1.0], torch.zeros(1, 4))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or grass_rs.cuda_available(), reason="needs torch CUDA without grass-rs CUDA")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or grass_rs.cuda_available(),
+    reason="needs torch CUDA without grass-rs CUDA",
+)
 def test_cuda_tensor_without_cuda_path() -> None:
     with pytest.raises(grass_rs.CudaUnavailableError, match="CUDA"):
         grass_rs.SJLT(16, 4)(torch.zeros(2, 16, device="cuda"))

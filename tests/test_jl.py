@@ -72,7 +72,9 @@ def test_scaled_mask_and_grass_on_dense_vectors(seed: int, data_seed: int) -> No
     p, mask_dim = 8192, 4 * K
     x = vectors("dense", N, p, data_seed)
     d_mask = distortions(grass_rs.Mask(p, 2 * K, seed=seed, scale=True), x)
-    y = torch.as_tensor(grass_rs.GraSS(p, K, mask_dim=mask_dim, seed=seed).project(x)) * math.sqrt(p / mask_dim)
+    y = torch.as_tensor(grass_rs.GraSS(p, K, mask_dim=mask_dim, seed=seed).project(x)) * math.sqrt(
+        p / mask_dim
+    )
     i, j = torch.triu_indices(N, N, 1)
     d_grass = (y[i] - y[j]).pow(2).sum(1) / (x[i] - x[j]).pow(2).sum(1) - 1
     for d in (d_mask, d_grass):
@@ -84,10 +86,14 @@ def test_unbiased_squared_norm() -> None:
     x = vectors("heavy", 1, 3000, 5)[0]
     for name in factories():
         k_small = 64
-        ratios = torch.tensor([
-            float(torch.as_tensor(_small(name, 3000, k_small, s).project(x)).pow(2).sum() / x.pow(2).sum())
-            for s in range(400)
-        ])
+        ratios = torch.tensor(
+            [
+                float(
+                    torch.as_tensor(_small(name, 3000, k_small, s).project(x)).pow(2).sum() / x.pow(2).sum()
+                )
+                for s in range(400)
+            ]
+        )
         se = ratios.std() / math.sqrt(len(ratios))
         assert abs(ratios.mean().item() - 1.0) < 4 * se.item() + 1e-3, name
 

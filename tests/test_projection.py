@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as ref
 import torch
 
 import grass_rs
+
+import reference as ref
 
 P, K = 300, 40
 
@@ -55,7 +56,9 @@ def test_equals_reference_matrix(projectors: dict, name: str) -> None:
     # ... and projecting data is multiplying by it, in float64 and float32.
     x = torch.randn(9, P, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(p.project(x), x @ m_ref.T, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(p.project(x.float()).double(), x.float().double() @ m_ref.T, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        p.project(x.float()).double(), x.float().double() @ m_ref.T, rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("c", [1, 2, 5])

@@ -83,20 +83,23 @@ def main() -> None:
         add("Gaussian → 2048", "torch matmul (stored matrix)", lambda: x @ gm, 3)
         add("Gaussian → 2048", "torch randn+matmul (on the fly)", lambda: x @ torch.randn(p, 2048), 1)
         del gm
-    print(f"# grass-rs {grass_rs.__version__} compare — {platform.processor() or platform.machine()}, "
-          f"{args.threads} threads, batch {b} × in_dim {p} float32")
+    print(
+        f"# grass-rs {grass_rs.__version__} compare — {platform.processor() or platform.machine()}, "
+        f"{args.threads} threads, batch {b} × in_dim {p} float32"
+    )
     print(f"read floor x.sum(): {floor * 1e3:.2f} ms ({x.numel() * 4 / floor / 1e9:.1f} GB/s)\n")
     print(f"| {'op':<22} | {'implementation':<32} | {'time (ms)':>10} | {'× floor':>8} |")
     print(f"|{'-' * 24}|{'-' * 34}|{'-' * 12}|{'-' * 10}|")
     for name, impl, t in rows:
         print(f"| {name:<22} | {impl:<32} | {t * 1e3:>10.2f} | {t / floor:>8.2f} |")
-    del x
     big = torch.randn(b, args.big_in_dim)
     big_floor = timeit(lambda: big.sum(), 3)
     gb = grass_rs.GraSS(args.big_in_dim, 2048, mask_dim=8192, seed=0)
     t = timeit(lambda: gb(big), r)
-    print(f"\nGraSS 8192 → 2048 at in_dim {args.big_in_dim}: {t * 1e3:.2f} ms vs read floor "
-          f"{big_floor * 1e3:.2f} ms → {t / big_floor:.4f} × floor (sub-linear: reads only the mask)")
+    print(
+        f"\nGraSS 8192 → 2048 at in_dim {args.big_in_dim}: {t * 1e3:.2f} ms vs read floor "
+        f"{big_floor * 1e3:.2f} ms → {t / big_floor:.4f} × floor (sub-linear: reads only the mask)"
+    )
 
 
 if __name__ == "__main__":

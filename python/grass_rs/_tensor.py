@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import torch
 
-Array = Union[torch.Tensor, np.ndarray]
+Array: TypeAlias = torch.Tensor | np.ndarray
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -50,7 +50,9 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"`{name}` must be float16, bfloat16, float32 or float64, got {t.dtype}")
     if t.ndim not in (1, 2):
-        raise ValueError(f"`{name}` must have shape ({dims_name},) or (batch, {dims_name}), got {tuple(t.shape)}")
+        raise ValueError(
+            f"`{name}` must have shape ({dims_name},) or (batch, {dims_name}), got {tuple(t.shape)}"
+        )
     if t.shape[-1] != dim:
         raise ValueError(f"`{name}` must have last dimension {dims_name} = {dim}, got {t.shape[-1]}")
     was_1d = t.ndim == 1

@@ -48,12 +48,20 @@ impl Dense {
         if out_dim == 0 {
             return Err(invalid("out_dim", "must be at least 1"));
         }
-        in_dim.checked_mul(out_dim).ok_or(crate::Error::TooLarge { what: "in_dim * out_dim" })?;
+        in_dim.checked_mul(out_dim).ok_or(crate::Error::TooLarge {
+            what: "in_dim * out_dim",
+        })?;
         let stream = match kind {
             DenseKind::Gaussian => Stream::Gaussian,
             DenseKind::Rademacher => Stream::Rademacher,
         };
-        Ok(Self { kind, in_dim, out_dim, seed, key: stream_key(seed, stream) })
+        Ok(Self {
+            kind,
+            in_dim,
+            out_dim,
+            seed,
+            key: stream_key(seed, stream),
+        })
     }
 
     /// Input dimension.
@@ -80,12 +88,12 @@ impl Dense {
         let inv = 1.0 / (self.out_dim as f32).sqrt();
         match self.kind {
             DenseKind::Gaussian => {
-                let h = hash(self.key, n >> 1);
-                let u1 = ((h >> 40) as f32 + 0.5) * (1.0 / 16_777_216.0);
-                let u2 = ((h >> 16) & 0x00FF_FFFF) as f32 * (1.0 / 16_777_216.0);
-                let r = (-2.0 * u1.ln()).sqrt();
-                let t = std::f32::consts::TAU * u2;
-                (if n & 1 == 0 { r * t.cos() } else { r * t.sin() }) * inv
+                let (z0, z1) = self.gaussian_pair(n >> 1, inv);
+                if n & 1 == 0 {
+                    z0
+                } else {
+                    z1
+                }
             }
             DenseKind::Rademacher => {
                 let h = hash(self.key, n >> 6);
@@ -98,11 +106,44 @@ impl Dense {
         }
     }
 
+    /// The Box–Muller pair `(z₀, z₁)/√k` of Gaussian pair index `q` (entries `2q`, `2q + 1`).
+    #[inline(always)]
+    fn gaussian_pair(&self, q: u64, inv: f32) -> (f32, f32) {
+        let h = hash(self.key, q);
+        let u1 = ((h >> 40) as f32 + 0.5) * (1.0 / 16_777_216.0);
+        let u2 = ((h >> 16) & 0x00FF_FFFF) as f32 * (1.0 / 16_777_216.0);
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (s, c) = (std::f32::consts::TAU * u2).sin_cos();
+        (r * c * inv, r * s * inv)
+    }
+
     /// Fills `tile[r][c] = entry(i0 + c, j0 + r)` for a `rows × cols` tile.
     fn tile(&self, j0: usize, rows: usize, i0: usize, cols: usize, tile: &mut Vec<f32>) {
         tile.clear();
+        if self.kind == DenseKind::Rademacher {
+            for j in j0..j0 + rows {
+                tile.extend((i0..i0 + cols).map(|i| self.entry(i, j)));
+            }
+            return;
+        }
+        // Gaussian: one hash, log and sin/cos per pair of consecutive linear indices.
+        let (k, inv) = (self.out_dim as u64, 1.0 / (self.out_dim as f32).sqrt());
         for j in j0..j0 + rows {
-            tile.extend((i0..i0 + cols).map(|i| self.entry(i, j)));
+            let (n0, n1) = (j as u64 * k + i0 as u64, j as u64 * k + (i0 + cols) as u64);
+            let mut n = n0;
+            while n < n1 {
+                let (z0, z1) = self.gaussian_pair(n >> 1, inv);
+                if n & 1 == 1 {
+                    tile.push(z1);
+                    n += 1;
+                } else {
+                    tile.push(z0);
+                    if n + 1 < n1 {
+                        tile.push(z1);
+                    }
+                    n += 2;
+                }
+            }
         }
     }
 
@@ -111,7 +152,12 @@ impl Dense {
     ///
     /// # Errors
     /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(&self, x: &[T], batch: usize, out: &mut [A]) -> Result<()> {
+    pub fn project<T: Load<A>, A: Accum>(
+        &self,
+        x: &[T],
+        batch: usize,
+        out: &mut [A],
+    ) -> Result<()> {
         let (p, k) = (self.in_dim, self.out_dim);
         check_len("x", x.len(), batch, p)?;
         check_len("out", out.len(), batch, k)?;

@@ -13,7 +13,14 @@ use std::collections::HashSet;
 /// Floyd's algorithm: for `t = 0 .. m`, with `j = n − m + t`, draw `r = below(hash(key, t), j + 1)`;
 /// insert `r` unless already chosen, else insert `j`. The set is returned sorted.
 pub fn sample(n: usize, m: usize, seed: u64) -> Vec<usize> {
-    let key = stream_key(seed, Stream::Mask);
+    sample_keyed(n, m, stream_key(seed, Stream::Mask))
+}
+
+/// [`sample`] driven by an explicit stream `key` instead of `stream_key(seed, Stream::Mask)`
+/// (used by the SRHT to draw its rows from its own stream).
+///
+/// Requires `m ≤ n`.
+pub fn sample_keyed(n: usize, m: usize, key: u64) -> Vec<usize> {
     let draws = (0..m).map(|t| {
         let j = n - m + t;
         (below(hash(key, t as u64), j as u64 + 1) as usize, j)
@@ -21,7 +28,11 @@ pub fn sample(n: usize, m: usize, seed: u64) -> Vec<usize> {
     if m.saturating_mul(64) >= n {
         let mut bits = vec![0u64; n.div_ceil(64)];
         for (r, j) in draws {
-            let pick = if bits[r / 64] >> (r % 64) & 1 == 0 { r } else { j };
+            let pick = if bits[r / 64] >> (r % 64) & 1 == 0 {
+                r
+            } else {
+                j
+            };
             bits[pick / 64] |= 1 << (pick % 64);
         }
         let mut out = Vec::with_capacity(m);
@@ -65,9 +76,17 @@ impl Mask {
             return Err(invalid("in_dim", "must be at least 1"));
         }
         if out_dim == 0 || out_dim > in_dim {
-            return Err(invalid("out_dim", format!("must be in 1..=in_dim ({in_dim}), got {out_dim}")));
+            return Err(invalid(
+                "out_dim",
+                format!("must be in 1..=in_dim ({in_dim}), got {out_dim}"),
+            ));
         }
-        Ok(Self { in_dim, seed, scale, indices: sample(in_dim, out_dim, seed) })
+        Ok(Self {
+            in_dim,
+            seed,
+            scale,
+            indices: sample(in_dim, out_dim, seed),
+        })
     }
 
     /// Input dimension.
@@ -99,7 +118,12 @@ impl Mask {
     ///
     /// # Errors
     /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(&self, x: &[T], batch: usize, out: &mut [A]) -> Result<()> {
+    pub fn project<T: Load<A>, A: Accum>(
+        &self,
+        x: &[T],
+        batch: usize,
+        out: &mut [A],
+    ) -> Result<()> {
         let (p, k) = (self.in_dim, self.out_dim());
         check_len("x", x.len(), batch, p)?;
         check_len("out", out.len(), batch, k)?;
@@ -108,14 +132,18 @@ impl Mask {
         }
         let f = A::from_f64(self.factor());
         parallel::install(|| {
-            out.par_chunks_mut(k).zip(x.par_chunks(p)).for_each(|(o, xs)| {
-                for (dst, &i) in o.iter_mut().zip(&self.indices) {
-                    *dst = xs[i].load();
-                }
-                if self.scale {
-                    o.iter_mut().for_each(|v| *v = *v * f);
-                }
-            });
+            out.par_chunks_mut(k)
+                .zip(x.par_chunks(p))
+                .for_each(|(o, xs)| {
+                    for (dst, &i) in o.iter_mut().zip(&self.indices) {
+                        *dst = xs[i].load();
+                    }
+                    if self.scale {
+                        for v in o.iter_mut() {
+                            *v = *v * f;
+                        }
+                    }
+                });
         });
         Ok(())
     }
@@ -133,12 +161,14 @@ impl Mask {
         }
         let f = A::from_f64(self.factor());
         parallel::install(|| {
-            out.par_chunks_mut(p).zip(y.par_chunks(k)).for_each(|(o, ys)| {
-                o.fill(A::ZERO);
-                for (&v, &i) in ys.iter().zip(&self.indices) {
-                    o[i] = if self.scale { v * f } else { v };
-                }
-            });
+            out.par_chunks_mut(p)
+                .zip(y.par_chunks(k))
+                .for_each(|(o, ys)| {
+                    o.fill(A::ZERO);
+                    for (&v, &i) in ys.iter().zip(&self.indices) {
+                        o[i] = if self.scale { v * f } else { v };
+                    }
+                });
         });
         Ok(())
     }

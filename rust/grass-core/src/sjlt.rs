@@ -39,17 +39,35 @@ impl Sjlt {
             return Err(invalid("in_dim", "must be at least 1"));
         }
         if out_dim == 0 || out_dim >= SIGN_BIT as usize {
-            return Err(invalid("out_dim", format!("must be in 1..2^31, got {out_dim}")));
+            return Err(invalid(
+                "out_dim",
+                format!("must be in 1..2^31, got {out_dim}"),
+            ));
         }
         if c == 0 || c > out_dim {
-            return Err(invalid("c", format!("must be in 1..=out_dim ({out_dim}), got {c}")));
+            return Err(invalid(
+                "c",
+                format!("must be in 1..=out_dim ({out_dim}), got {c}"),
+            ));
         }
-        let len = in_dim.checked_mul(c).ok_or(crate::Error::TooLarge { what: "in_dim * c" })?;
-        let mut s = Self { in_dim, out_dim, c, seed, key: stream_key(seed, Stream::Sjlt), table: None };
+        let len = in_dim
+            .checked_mul(c)
+            .ok_or(crate::Error::TooLarge { what: "in_dim * c" })?;
+        let mut s = Self {
+            in_dim,
+            out_dim,
+            c,
+            seed,
+            key: stream_key(seed, Stream::Sjlt),
+            table: None,
+        };
         if len <= TABLE_LIMIT {
             let mut table = vec![0u32; len];
             parallel::install(|| {
-                table.par_chunks_mut(BLOCK * c).enumerate().for_each(|(i, chunk)| s.fill_entries(i * BLOCK, chunk));
+                table
+                    .par_chunks_mut(BLOCK * c)
+                    .enumerate()
+                    .for_each(|(i, chunk)| s.fill_entries(i * BLOCK, chunk));
             });
             s.table = Some(table);
         }
@@ -107,7 +125,10 @@ impl Sjlt {
 
     /// All `(bucket, negative)` pairs of column `j`.
     pub fn column(&self, j: usize) -> Vec<(usize, bool)> {
-        (0..self.c).map(|r| self.entry(j, r)).map(|e| ((e & !SIGN_BIT) as usize, e & SIGN_BIT != 0)).collect()
+        (0..self.c)
+            .map(|r| self.entry(j, r))
+            .map(|e| ((e & !SIGN_BIT) as usize, e & SIGN_BIT != 0))
+            .collect()
     }
 
     /// Projects a row-major `(batch, in_dim)` input into `out` `(batch, out_dim)` (overwritten).
@@ -117,7 +138,12 @@ impl Sjlt {
     ///
     /// # Errors
     /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(&self, x: &[T], batch: usize, out: &mut [A]) -> Result<()> {
+    pub fn project<T: Load<A>, A: Accum>(
+        &self,
+        x: &[T],
+        batch: usize,
+        out: &mut [A],
+    ) -> Result<()> {
         check_len("x", x.len(), batch, self.in_dim)?;
         check_len("out", out.len(), batch, self.out_dim)?;
         let p = self.in_dim;
@@ -143,21 +169,25 @@ impl Sjlt {
         }
         let scale: A = self.scale();
         parallel::install(|| {
-            out.par_chunks_mut(GROUP * k).enumerate().for_each(|(g, group)| {
-                group.fill(A::ZERO);
-                let mut buf = Vec::new();
-                for j0 in (0..n_cols).step_by(BLOCK) {
-                    let n = BLOCK.min(n_cols - j0);
-                    let entries = self.entries(j0, n, &mut buf);
-                    for (i, row) in group.chunks_exact_mut(k).enumerate() {
-                        let b = g * GROUP + i;
-                        apply(b, j0, entries, row);
+            out.par_chunks_mut(GROUP * k)
+                .enumerate()
+                .for_each(|(g, group)| {
+                    group.fill(A::ZERO);
+                    let mut buf = Vec::new();
+                    for j0 in (0..n_cols).step_by(BLOCK) {
+                        let n = BLOCK.min(n_cols - j0);
+                        let entries = self.entries(j0, n, &mut buf);
+                        for (i, row) in group.chunks_exact_mut(k).enumerate() {
+                            let b = g * GROUP + i;
+                            apply(b, j0, entries, row);
+                        }
                     }
-                }
-                if self.c > 1 {
-                    group.iter_mut().for_each(|v| *v = *v * scale);
-                }
-            });
+                    if self.c > 1 {
+                        for v in group.iter_mut() {
+                            *v = *v * scale;
+                        }
+                    }
+                });
         });
     }
 
@@ -220,7 +250,10 @@ unsafe impl<A: Send> Send for SyncPtr<A> {}
 
 impl<A> SyncPtr<A> {
     pub(crate) fn new(out: &mut [A]) -> Self {
-        Self { ptr: out.as_mut_ptr(), len: out.len() }
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
     }
 
     /// Writes element `i` (each index by exactly one worker; see the `Sync` impl).
@@ -235,7 +268,12 @@ impl<A> SyncPtr<A> {
 
 /// `row[bucket(e)] ±= val(m)` for every column `m` and each of its `c` entries.
 #[inline(always)]
-pub(crate) fn scatter<A: Accum>(c: usize, entries: &[u32], row: &mut [A], val: impl Fn(usize) -> A) {
+pub(crate) fn scatter<A: Accum>(
+    c: usize,
+    entries: &[u32],
+    row: &mut [A],
+    val: impl Fn(usize) -> A,
+) {
     let k = row.len();
     if c == 1 {
         for (m, &e) in entries.iter().enumerate() {

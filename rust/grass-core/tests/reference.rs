@@ -1,5 +1,6 @@
 //! Property tests: every projector equals multiplication by its explicitly materialized matrix,
 //! the adjoint is the transpose, GraSS is SJLT ∘ MASK, and results do not depend on threads.
+#![allow(clippy::needless_range_loop)]
 use grass_core::{parallel, Dense, DenseKind, Grass, Mask, Sjlt};
 use proptest::prelude::*;
 
@@ -25,13 +26,22 @@ fn mask_matrix(m: &Mask) -> Vec<Vec<f64>> {
 
 fn matmul(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
     a.iter()
-        .map(|row| (0..b[0].len()).map(|j| row.iter().zip(b).map(|(x, r)| x * r[j]).sum()).collect())
+        .map(|row| {
+            (0..b[0].len())
+                .map(|j| row.iter().zip(b).map(|(x, r)| x * r[j]).sum())
+                .collect()
+        })
         .collect()
 }
 
 fn apply(m: &[Vec<f64>], x: &[f64], batch: usize) -> Vec<f64> {
     let p = m[0].len();
-    (0..batch).flat_map(|b| m.iter().map(move |row| row.iter().zip(&x[b * p..]).map(|(a, v)| a * v).sum::<f64>())).collect()
+    (0..batch)
+        .flat_map(|b| {
+            m.iter()
+                .map(move |row| row.iter().zip(&x[b * p..]).map(|(a, v)| a * v).sum::<f64>())
+        })
+        .collect()
 }
 
 fn close(a: &[f64], b: &[f64]) {
@@ -42,7 +52,11 @@ fn close(a: &[f64], b: &[f64]) {
 }
 
 fn data(len: usize, seed: u64) -> Vec<f64> {
-    (0..len).map(|i| ((grass_core::hash::hash(seed, i as u64) >> 11) as f64 / (1u64 << 53) as f64) - 0.5).collect()
+    (0..len)
+        .map(|i| {
+            ((grass_core::hash::hash(seed, i as u64) >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        })
+        .collect()
 }
 
 proptest! {
@@ -141,7 +155,15 @@ fn on_the_fly_hashing_matches_the_table() {
     // Past TABLE_LIMIT the index table is generated per block instead of cached: same matrix.
     let p = grass_core::sjlt::TABLE_LIMIT / 2 + 3;
     let s = Sjlt::new(p, 64, 4, 9).unwrap(); // in_dim·c > TABLE_LIMIT: hashed on the fly
-    let x: Vec<f32> = (0..p).map(|j| if j % 997 == 0 { (j % 13) as f32 - 6.0 } else { 0.0 }).collect();
+    let x: Vec<f32> = (0..p)
+        .map(|j| {
+            if j % 997 == 0 {
+                (j % 13) as f32 - 6.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mut out = vec![0f32; 64];
     s.project(&x, 1, &mut out).unwrap();
     let mut want = vec![0f64; 64];
@@ -164,6 +186,9 @@ fn errors_name_the_argument() {
     let e = Mask::new(10, 11, 0, false).unwrap_err().to_string();
     assert!(e.contains("out_dim"), "{e}");
     let s = Sjlt::new(10, 4, 1, 0).unwrap();
-    let e = s.project(&[0f32; 9], 1, &mut [0f32; 4]).unwrap_err().to_string();
+    let e = s
+        .project(&[0f32; 9], 1, &mut [0f32; 4])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`x`"), "{e}");
 }
