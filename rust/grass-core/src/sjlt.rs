@@ -285,6 +285,11 @@ pub(crate) fn scatter<A: Accum>(
     } else {
         for (m, col) in entries.chunks_exact(c).enumerate() {
             let v = val(m);
+            // Zero inputs are skipped (sparse gradients, e.g. Embedding rows, pay only for their
+            // nonzeros). Bit-identical: accumulators start at +0 and never become −0.
+            if v == A::ZERO {
+                continue;
+            }
             for &e in col {
                 let idx = (e & !SIGN_BIT) as usize;
                 debug_assert!(idx < k);
