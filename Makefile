@@ -6,6 +6,7 @@ VENV ?= .venv-test
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 OUT ?= grass-rs-output
+CUDA_VENV := .venv-cuda
 DEPS := torch numpy tqdm "maturin>=1.9.4,<2" pytest hypothesis pytest-benchmark scikit-learn scipy \
 	transformers matplotlib safetensors ruff mypy
 
@@ -22,6 +23,15 @@ $(VENV)/.deps: pyproject.toml
 
 venv: $(VENV)/.deps ## create the virtual environment with all dependencies
 
+# NVRTC and ptxas of CUDA 12.8 (PyPI wheels, no GPU needed): regenerate and validate the PTX.
+$(CUDA_VENV)/.deps:
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/pip install -q "nvidia-cuda-nvrtc-cu12==12.8.*" "nvidia-cuda-nvcc-cu12==12.8.*"
+	touch $@
+
+ptx: $(CUDA_VENV)/.deps ## regenerate the committed PTX from kernels/*.cu and check it with ptxas
+	$(CUDA_VENV)/bin/python scripts/gen_ptx.py --check
+
 wheel: venv ## build the release abi3 wheel into dist/
 	rm -rf dist
 	$(VENV)/bin/maturin build --release -q --out dist
@@ -34,15 +44,16 @@ run: install ## the main job: attribute the bundled digits MLP (results in $(OUT
 
 test: lint test-rust test-py ## all tests: lint, cargo tests, pytest against the installed wheel
 
-test-rust: ## cargo tests of the core (unit, proptest, integration)
+test-rust: ## cargo tests of the core (unit, proptest, integration), with and without the cuda feature
 	cargo test --workspace --quiet
+	cargo test -p grass-core --features cuda --quiet
 
-test-py: install ## pytest against the installed wheel
+test-py: install $(CUDA_VENV)/.deps ## pytest against the installed wheel (ptxas checks use .venv-cuda)
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
 
 lint: venv ## cargo fmt, clippy -D warnings, ruff, mypy
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy
@@ -58,4 +69,4 @@ bench-rust: ## criterion benches of the core
 	cargo bench -p grass-core
 
 clean: ## remove build outputs and virtual environments
-	rm -rf target dist $(VENV) $(OUT)
+	rm -rf target dist $(VENV) $(CUDA_VENV) $(OUT)

@@ -49,15 +49,18 @@ def sjlt_matrix(p: int, k: int, c: int, seed: int) -> torch.Tensor:
     return m
 
 
-def mask_indices(n: int, m: int, seed: int) -> list[int]:
-    """Floyd's algorithm, exactly as the contract states it."""
-    key = stream_key(seed, "mask")
+def floyd(n: int, m: int, key: int) -> list[int]:
+    """Floyd's algorithm driven by the stream ``key``, exactly as the contract states it."""
     chosen: set[int] = set()
     for t in range(m):
         j = n - m + t
         r = below(hash64(key, t), j + 1)
         chosen.add(j if r in chosen else r)
     return sorted(chosen)
+
+
+def mask_indices(n: int, m: int, seed: int) -> list[int]:
+    return floyd(n, m, stream_key(seed, "mask"))
 
 
 def mask_matrix(p: int, k: int, seed: int, scale: bool = False) -> torch.Tensor:

@@ -36,13 +36,8 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
         ValueError: wrong number of dimensions or wrong last dimension.
     """
     was_numpy = isinstance(x, np.ndarray)
-    if was_numpy:
-        arr = x  # type: ignore[assignment]
-        if arr.dtype.kind != "f":  # type: ignore[union-attr]
-            raise TypeError(f"`{name}` must be a float array (float16/32/64), got dtype {arr.dtype}")  # type: ignore[union-attr]
-        if not (arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative):  # type: ignore[union-attr]
-            arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)  # type: ignore[union-attr]
-        t = torch.from_numpy(arr)
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(_numpy_compatible(x, name))
     elif isinstance(x, torch.Tensor):
         t = x
     else:
@@ -62,6 +57,15 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     return Batch(t.contiguous(), was_numpy, was_1d)
+
+
+def _numpy_compatible(arr: np.ndarray, name: str) -> np.ndarray:
+    """A C-contiguous, writable, native-endian float array (copied only when needed)."""
+    if arr.dtype.kind != "f":
+        raise TypeError(f"`{name}` must be a float array (float16/32/64), got dtype {arr.dtype}")
+    if arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative:
+        return arr
+    return np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
 
 
 def out_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -6,7 +6,8 @@ Implementations (all map ``(batch, in_dim)`` to ``(batch, out_dim)`` and share o
 * :class:`SJLT` — sparse Johnson–Lindenstrauss transform, ``c`` nonzeros ``±1/√c`` per column;
 * :class:`Mask` — ``out_dim`` random coordinates, sorted (optionally scaled);
 * :class:`GraSS` — ``SJLT ∘ Mask`` (paper arXiv 2505.18976), reads only the masked coordinates;
-* :class:`Gaussian`, :class:`Rademacher` — dense baselines generated on the fly from the hash.
+* :class:`Gaussian`, :class:`Rademacher` — dense baselines generated on the fly from the hash;
+* :class:`SRHT` — subsampled randomized Hadamard transform (FJLT), ``O(in_dim log in_dim)``.
 
 The seed → matrix contract is in ``docs/CONTRACT.md``: the same seed gives the same matrix on
 every machine, thread count, batch split and (with the CUDA path) device.
@@ -23,7 +24,7 @@ from ._tensor import Array, as_batch, out_dtype
 from ._validate import positive_int
 from ._validate import seed as check_seed
 
-__all__ = ["SJLT", "Gaussian", "GraSS", "Mask", "Projector", "Rademacher"]
+__all__ = ["SJLT", "SRHT", "Gaussian", "GraSS", "Mask", "Projector", "Rademacher"]
 
 
 def _run_core(fn_name: str, core: _core.Projector, x: torch.Tensor, out: torch.Tensor) -> None:
@@ -32,10 +33,17 @@ def _run_core(fn_name: str, core: _core.Projector, x: torch.Tensor, out: torch.T
         getattr(core, fn_name)(x, out)
         return
     if x.device.type == "cuda":
-        raise _core.CudaUnavailableError(
-            "grass-rs was given a CUDA tensor, but this build has no CUDA path "
-            "(grass_rs.cuda_available() is False); move the tensor to the CPU"
-        )
+        # Kernels run on PyTorch's current stream of the tensor's device (raised as
+        # CudaUnavailableError by the binding when this build or machine has no CUDA).
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        if fn_name == "project":
+            deterministic = _core.get_deterministic()
+            if deterministic is None:
+                deterministic = torch.are_deterministic_algorithms_enabled()
+            core.project_cuda(x.detach(), out, stream, bool(deterministic))
+        else:
+            getattr(core, f"{fn_name}_cuda")(x.detach(), out, stream)
+        return
     raise ValueError(f"unsupported device {x.device}")
 
 
@@ -74,8 +82,9 @@ class Projector(abc.ABC):
             ValueError: wrong shape.
         """
         b = as_batch(x, "x", self.in_dim, dims_name="in_dim")
-        out = torch.empty((b.tensor.shape[0], self.out_dim), dtype=out_dtype(b.tensor.dtype), device=b.tensor.device)
-        _run_core("project", self._core, b.tensor, out)
+        t = b.tensor
+        out = torch.empty((t.shape[0], self.out_dim), dtype=out_dtype(t.dtype), device=t.device)
+        _run_core("project", self._core, t, out)
         return b.result(out)
 
     __call__ = project
@@ -103,7 +112,8 @@ class Projector(abc.ABC):
         return ""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(in_dim={self.in_dim}, out_dim={self.out_dim}{self._params()}, seed={self.seed})"
+        dims = f"in_dim={self.in_dim}, out_dim={self.out_dim}"
+        return f"{type(self).__name__}({dims}{self._params()}, seed={self.seed})"
 
 
 class SJLT(Projector):
@@ -118,7 +128,11 @@ class SJLT(Projector):
     """
 
     def __init__(self, in_dim: int, out_dim: int, *, c: int = 1, seed: int = 0) -> None:
-        in_dim, out_dim, c = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim"), positive_int(c, "c")
+        in_dim, out_dim, c = (
+            positive_int(in_dim, "in_dim"),
+            positive_int(out_dim, "out_dim"),
+            positive_int(c, "c"),
+        )
         if c > out_dim:
             raise ValueError(f"`c` must be ≤ out_dim ({out_dim}), got {c}")
         self.c = c
@@ -232,3 +246,34 @@ class Rademacher(_Dense):
     """Dense ``±1/√out_dim`` projection, generated on the fly (never stored)."""
 
     _kind = "rademacher"
+
+
+class SRHT(Projector):
+    """Subsampled randomized Hadamard transform (a.k.a. FJLT), ``O(batch · n log n)``.
+
+    With ``n = next_power_of_two(in_dim)`` and ``k = out_dim``,
+    ``P x = √(n/k) · S · (H/√n) · D · pad_n(x) = S H D pad_n(x) / √k``: ``D`` random ±1 signs,
+    ``H`` the ``n × n`` Sylvester–Walsh–Hadamard matrix (``scipy.linalg.hadamard`` ordering), ``S``
+    keeps ``k`` distinct rows drawn uniformly without replacement (increasing). ``E‖Px‖² = ‖x‖²``
+    over the rows; with ``out_dim = in_dim = n`` it is orthogonal. Computed with an in-place fast
+    Walsh–Hadamard transform per sample (never a dense matmul). See ``docs/CONTRACT.md``.
+
+    Args:
+        in_dim: input dimension ``p``.
+        out_dim: output dimension ``k``, ``1 ≤ k ≤ next_power_of_two(in_dim)``.
+        seed: seed in ``[0, 2**64)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, seed: int = 0) -> None:
+        in_dim, out_dim = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim")
+        padded = 1 << (in_dim - 1).bit_length()
+        if out_dim > padded:
+            raise ValueError(f"`out_dim` ({out_dim}) must be ≤ next_power_of_two(in_dim) ({padded}) for SRHT")
+        self.padded_dim = padded
+        super().__init__(_core.Projector.srht(in_dim, out_dim, check_seed(seed)), seed)
+
+    def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept Hadamard rows ``(out_dim,)`` int64 (increasing) and the signs ``(in_dim,)`` ±1.0."""
+        rows, negative = self._core.srht_parts()
+        signs = torch.tensor([-1.0 if neg else 1.0 for neg in negative], dtype=torch.float64)
+        return torch.tensor(rows, dtype=torch.int64), signs

@@ -24,7 +24,7 @@ pub enum DenseKind {
 /// Output columns per parallel task.
 const COLS: usize = 256;
 /// Input rows per generated tile.
-const ROWS: usize = 64;
+const ROWS: usize = 128;
 
 /// A seeded, matrix-free dense projection.
 #[derive(Debug, Clone)]
@@ -170,19 +170,17 @@ impl Dense {
                 let i0 = blk * COLS;
                 let cols = COLS.min(k - i0);
                 let mut acc = vec![A::ZERO; batch * cols];
-                let mut tile = Vec::with_capacity(ROWS * cols);
+                let (mut tile, mut tile_a, mut xb) = (Vec::new(), Vec::new(), Vec::new());
                 for j0 in (0..p).step_by(ROWS) {
                     let rows = ROWS.min(p - j0);
                     self.tile(j0, rows, i0, cols, &mut tile);
-                    for (b, a) in acc.chunks_exact_mut(cols).enumerate() {
-                        let xs = &x[b * p + j0..b * p + j0 + rows];
-                        for (xv, g) in xs.iter().zip(tile.chunks_exact(cols)) {
-                            let xv: A = xv.load();
-                            for (ai, &gi) in a.iter_mut().zip(g) {
-                                *ai += xv * A::from_f32(gi);
-                            }
-                        }
+                    tile_a.clear();
+                    tile_a.extend(tile.iter().map(|&v| A::from_f32(v)));
+                    xb.clear();
+                    for b in 0..batch {
+                        xb.extend(x[b * p + j0..b * p + j0 + rows].iter().map(|v| v.load()));
                     }
+                    A::gemm_acc(batch, rows, cols, &xb, &tile_a, cols, 1, &mut acc);
                 }
                 for (b, a) in acc.chunks_exact(cols).enumerate() {
                     for (c, &v) in a.iter().enumerate() {
@@ -213,14 +211,13 @@ impl Dense {
                 let rows = rows_per.min(p - j0);
                 let mut tile = Vec::with_capacity(rows * k);
                 self.tile(j0, rows, 0, k, &mut tile);
-                for b in 0..batch {
-                    let ys = &y[b * k..(b + 1) * k];
-                    for (r, g) in tile.chunks_exact(k).enumerate() {
-                        let mut s = A::ZERO;
-                        for (&yv, &gv) in ys.iter().zip(g) {
-                            s += yv * A::from_f32(gv);
-                        }
-                        dst.write(b * p + j0 + r, s);
+                let tile_a: Vec<A> = tile.iter().map(|&v| A::from_f32(v)).collect();
+                // (batch, rows) = y (batch, k) · tileᵀ (k, rows): tile is row-major (rows, k).
+                let mut acc = vec![A::ZERO; batch * rows];
+                A::gemm_acc(batch, k, rows, y, &tile_a, 1, k, &mut acc);
+                for (b, a) in acc.chunks_exact(rows).enumerate() {
+                    for (r, &v) in a.iter().enumerate() {
+                        dst.write(b * p + j0 + r, v);
                     }
                 }
             });

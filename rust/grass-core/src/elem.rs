@@ -5,7 +5,15 @@ use std::ops::{AddAssign, Mul};
 
 /// An accumulator / output scalar (`f32` or `f64`).
 pub trait Accum:
-    Copy + Send + Sync + Default + AddAssign + Mul<Output = Self> + PartialEq + std::fmt::Debug + 'static
+    Copy
+    + Send
+    + Sync
+    + Default
+    + AddAssign
+    + Mul<Output = Self>
+    + PartialEq
+    + std::fmt::Debug
+    + 'static
 {
     /// Additive identity.
     const ZERO: Self;
@@ -17,6 +25,72 @@ pub trait Accum:
     fn to_f64(self) -> f64;
     /// Negates `self` when `negative` is true, branch-free (flips the IEEE sign bit).
     fn flip(self, negative: bool) -> Self;
+
+    /// `C += A · B` for row-major `A` `(m, k)`, `B` given by its strides `(k, n)`, `C` `(m, n)`
+    /// (matrixmultiply's SIMD kernels; each `C` element sums over `k` in the same order for any
+    /// `m`, so results do not depend on the batch split).
+    fn gemm_acc(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[Self],
+        b: &[Self],
+        rsb: usize,
+        csb: usize,
+        c: &mut [Self],
+    );
+}
+
+/// Checks the extents a strided `(rows, cols)` view touches.
+fn check_extent(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
+    if rows > 0 && cols > 0 {
+        assert!(
+            (rows - 1) * rs + (cols - 1) * cs < len,
+            "gemm operand out of bounds"
+        );
+    }
+}
+
+macro_rules! impl_gemm {
+    ($f:path) => {
+        fn gemm_acc(
+            m: usize,
+            k: usize,
+            n: usize,
+            a: &[Self],
+            b: &[Self],
+            rsb: usize,
+            csb: usize,
+            c: &mut [Self],
+        ) {
+            check_extent(a.len(), m, k, k, 1);
+            check_extent(b.len(), k, n, rsb, csb);
+            check_extent(c.len(), m, n, n, 1);
+            if m == 0 || n == 0 || k == 0 {
+                return;
+            }
+            // SAFETY: the three extent checks above prove every element the kernel reads or
+            // writes lies inside its slice; `c` is exclusively borrowed and cannot alias `a`/`b`.
+            unsafe {
+                $f(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    rsb as isize,
+                    csb as isize,
+                    1.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    };
 }
 
 impl Accum for f32 {
@@ -37,6 +111,7 @@ impl Accum for f32 {
     fn flip(self, negative: bool) -> Self {
         f32::from_bits(self.to_bits() ^ (u32::from(negative) << 31))
     }
+    impl_gemm!(matrixmultiply::sgemm);
 }
 
 impl Accum for f64 {
@@ -57,6 +132,7 @@ impl Accum for f64 {
     fn flip(self, negative: bool) -> Self {
         f64::from_bits(self.to_bits() ^ (u64::from(negative) << 63))
     }
+    impl_gemm!(matrixmultiply::dgemm);
 }
 
 /// An input element that is read and widened to the accumulator `A`.

@@ -31,11 +31,17 @@ pub enum Error {
     /// A CUDA tensor was given but the CUDA path is unavailable.
     #[error("CUDA is not available: {0}")]
     CudaUnavailable(String),
+    /// A CUDA driver call failed (the message names the call and the driver's error).
+    #[error("CUDA error: {0}")]
+    Cuda(String),
 }
 
 /// Result alias of the core.
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidArgument { name, reason: reason.into() }
+    Error::InvalidArgument {
+        name,
+        reason: reason.into(),
+    }
 }

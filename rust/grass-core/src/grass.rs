@@ -3,11 +3,11 @@
 //!
 //! With the same seed, `Grass::new(p, k, k', c, s)` is exactly `Sjlt::new(k', k, c, s)` applied
 //! after `Mask::new(p, k', s, false)`.
+use crate::check_len;
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::mask::Mask;
 use crate::sjlt::{scatter, Sjlt};
-use crate::check_len;
 
 /// A seeded GraSS compressor.
 #[derive(Debug, Clone)]
@@ -21,15 +21,30 @@ impl Grass {
     ///
     /// # Errors
     /// `InvalidArgument` unless `out_dim ≤ mask_dim ≤ in_dim` and `1 ≤ c ≤ out_dim`.
-    pub fn new(in_dim: usize, out_dim: usize, mask_dim: usize, c: usize, seed: u64) -> Result<Self> {
+    pub fn new(
+        in_dim: usize,
+        out_dim: usize,
+        mask_dim: usize,
+        c: usize,
+        seed: u64,
+    ) -> Result<Self> {
         if mask_dim < out_dim {
-            return Err(invalid("mask_dim", format!("must be ≥ out_dim ({out_dim}), got {mask_dim}")));
+            return Err(invalid(
+                "mask_dim",
+                format!("must be ≥ out_dim ({out_dim}), got {mask_dim}"),
+            ));
         }
         if mask_dim > in_dim {
-            return Err(invalid("mask_dim", format!("must be ≤ in_dim ({in_dim}), got {mask_dim}")));
+            return Err(invalid(
+                "mask_dim",
+                format!("must be ≤ in_dim ({in_dim}), got {mask_dim}"),
+            ));
         }
         let sjlt = Sjlt::new(mask_dim, out_dim, c, seed)?;
-        Ok(Self { mask: Mask::new(in_dim, mask_dim, seed, false)?, sjlt })
+        Ok(Self {
+            mask: Mask::new(in_dim, mask_dim, seed, false)?,
+            sjlt,
+        })
     }
 
     /// The mask stage.
@@ -53,16 +68,22 @@ impl Grass {
     ///
     /// # Errors
     /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(&self, x: &[T], batch: usize, out: &mut [A]) -> Result<()> {
+    pub fn project<T: Load<A>, A: Accum>(
+        &self,
+        x: &[T],
+        batch: usize,
+        out: &mut [A],
+    ) -> Result<()> {
         let p = self.in_dim();
         check_len("x", x.len(), batch, p)?;
         check_len("out", out.len(), batch, self.out_dim())?;
         let (idx, c) = (self.mask.indices(), self.sjlt.c());
-        self.sjlt.project_with(batch, out, idx.len(), |b, j0, entries, row| {
-            let xs = &x[b * p..(b + 1) * p];
-            let sel = &idx[j0..j0 + entries.len() / c];
-            scatter(c, entries, row, |m| xs[sel[m]].load());
-        });
+        self.sjlt
+            .project_with(batch, out, idx.len(), |b, j0, entries, row| {
+                let xs = &x[b * p..(b + 1) * p];
+                let sel = &idx[j0..j0 + entries.len() / c];
+                scatter(c, entries, row, |m| xs[sel[m]].load());
+            });
         Ok(())
     }
 
@@ -76,7 +97,8 @@ impl Grass {
         check_len("out", out.len(), batch, p)?;
         let idx = self.mask.indices();
         let dst = Mask::zero_out(out);
-        self.sjlt.transpose_with(y, batch, idx.len(), |b, m, v| dst.write(b * p + idx[m], v));
+        self.sjlt
+            .transpose_with(y, batch, idx.len(), |b, m, v| dst.write(b * p + idx[m], v));
         Ok(())
     }
 }

@@ -6,7 +6,8 @@
 //! * [`Sjlt`] — sparse Johnson–Lindenstrauss transform (block CountSketch, `c` nonzeros per column);
 //! * [`Mask`] — uniform random coordinate selection without replacement;
 //! * [`Grass`] — `SJLT ∘ MASK`, fused so that only the selected coordinates are read;
-//! * [`Dense`] — dense Gaussian / Rademacher projections generated on the fly from the hash.
+//! * [`Dense`] — dense Gaussian / Rademacher projections generated on the fly from the hash;
+//! * [`Srht`] — subsampled randomized Hadamard transform (FJLT), `O(p log p)` per sample.
 //!
 //! Every random choice comes from one counter-based hash ([`hash`]); the seed → matrix contract is
 //! documented in `docs/CONTRACT.md` and pinned by test vectors.
@@ -14,6 +15,8 @@
 //! The core never touches Python: inputs are plain slices, row-major `(batch, dim)`.
 #![warn(missing_docs)]
 
+/// The GPU path (a stub returning `CudaUnavailable` without the `cuda` feature).
+pub mod cuda;
 pub mod dense;
 pub mod elem;
 pub mod error;
@@ -22,6 +25,7 @@ pub mod hash;
 pub mod mask;
 pub mod parallel;
 pub mod sjlt;
+pub mod srht;
 
 pub use dense::{Dense, DenseKind};
 pub use elem::{Accum, Load};
@@ -29,6 +33,7 @@ pub use error::{Error, Result};
 pub use grass::Grass;
 pub use mask::Mask;
 pub use sjlt::Sjlt;
+pub use srht::Srht;
 
 /// Checks that a row-major `(batch, dim)` buffer has the right length.
 pub(crate) fn check_len(what: &'static str, len: usize, batch: usize, dim: usize) -> Result<()> {
@@ -36,6 +41,10 @@ pub(crate) fn check_len(what: &'static str, len: usize, batch: usize, dim: usize
     if len == expected {
         Ok(())
     } else {
-        Err(Error::Shape { what, expected, got: len })
+        Err(Error::Shape {
+            what,
+            expected,
+            got: len,
+        })
     }
 }

@@ -17,7 +17,9 @@ fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
 }
 
 fn build(threads: usize) -> PoolState {
@@ -26,18 +28,26 @@ fn build(threads: usize) -> PoolState {
         .thread_name(|i| format!("grass-rs-{i}"))
         .build()
         .expect("building a rayon thread pool");
-    PoolState { pool: Arc::new(pool), threads, pid: std::process::id() }
+    PoolState {
+        pool: Arc::new(pool),
+        threads,
+        pid: std::process::id(),
+    }
 }
 
 /// The pool to run work on, rebuilt if this process was forked from the one that built it.
 fn pool() -> Arc<ThreadPool> {
     {
-        let state = POOL.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = POOL
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.pid == std::process::id() {
             return Arc::clone(&state.pool);
         }
     }
-    let mut state = POOL.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = POOL
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if state.pid != std::process::id() {
         // The old pool's threads do not exist in this (forked) process: leak it rather than
         // join threads that will never answer.
@@ -58,15 +68,22 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// `InvalidArgument` when `n == 0`.
 pub fn set_num_threads(n: usize) -> crate::Result<()> {
     if n == 0 {
-        return Err(crate::error::invalid("n", "the number of threads must be at least 1"));
+        return Err(crate::error::invalid(
+            "n",
+            "the number of threads must be at least 1",
+        ));
     }
-    let mut state = POOL.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = POOL
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     *state = build(n);
     Ok(())
 }
 
 /// The number of worker threads.
 pub fn get_num_threads() -> usize {
-    let state = POOL.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let state = POOL
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     state.threads
 }

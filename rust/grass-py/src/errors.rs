@@ -3,8 +3,18 @@ use grass_core::Error;
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-pyo3::create_exception!(_core, GrassError, pyo3::exceptions::PyException, "Base class of grass-rs errors.");
-pyo3::create_exception!(_core, CudaUnavailableError, PyRuntimeError, "CUDA was requested but is not available.");
+pyo3::create_exception!(
+    _core,
+    GrassError,
+    pyo3::exceptions::PyException,
+    "Base class of grass-rs errors."
+);
+pyo3::create_exception!(
+    _core,
+    CudaUnavailableError,
+    PyRuntimeError,
+    "CUDA was requested but is not available."
+);
 
 /// Newtype that lets core errors convert into `PyErr` (orphan rule).
 pub struct PyGrassError(pub Error);
@@ -22,6 +32,7 @@ impl From<PyGrassError> for PyErr {
             Error::InvalidArgument { .. } | Error::Shape { .. } => PyValueError::new_err(msg),
             Error::TooLarge { .. } => PyOverflowError::new_err(msg),
             Error::CudaUnavailable(_) => CudaUnavailableError::new_err(msg),
+            Error::Cuda(_) => GrassError::new_err(msg),
         }
     }
 }
@@ -29,6 +40,9 @@ impl From<PyGrassError> for PyErr {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("GrassError", py.get_type::<GrassError>())?;
-    m.add("CudaUnavailableError", py.get_type::<CudaUnavailableError>())?;
+    m.add(
+        "CudaUnavailableError",
+        py.get_type::<CudaUnavailableError>(),
+    )?;
     Ok(())
 }

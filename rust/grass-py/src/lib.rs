@@ -1,5 +1,6 @@
 //! `grass_rs._core`: the PyO3 binding of grass-core. Conversion, GIL release and error mapping
 //! only; the algorithms live in `grass-core`.
+mod cuda;
 mod errors;
 mod gil;
 mod projector;
@@ -12,6 +13,9 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use super::projector::PyProjector;
+
+    #[pymodule_export]
+    use super::cuda::{cuda_device_count, get_deterministic, set_deterministic};
 
     use super::errors::PyGrassError;
     use pyo3::prelude::*;
@@ -52,7 +56,11 @@ mod _core {
             3 => Stream::Gaussian,
             4 => Stream::Rademacher,
             5 => Stream::Srht,
-            _ => return Err(pyo3::exceptions::PyValueError::new_err("stream must be in 1..=5")),
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "stream must be in 1..=5",
+                ))
+            }
         };
         Ok(grass_core::hash::stream_key(seed, s))
     }

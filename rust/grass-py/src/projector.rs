@@ -1,7 +1,7 @@
 //! `_core.Projector`: one Python class over every grass-core projector.
 use crate::gil::run_detached;
 use crate::tensor::{borrow, disjoint, DType, TensorView};
-use grass_core::{Dense, DenseKind, Grass, Mask, Sjlt};
+use grass_core::{Dense, DenseKind, Grass, Mask, Sjlt, Srht};
 use half::{bf16, f16};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -12,6 +12,7 @@ enum Inner {
     Mask(Mask),
     Grass(Grass),
     Dense(Dense),
+    Srht(Srht),
 }
 
 /// Projects `x` into `out` with one concrete projector and element types.
@@ -22,6 +23,7 @@ macro_rules! with_inner {
             Inner::Mask($p) => $body,
             Inner::Grass($p) => $body,
             Inner::Dense($p) => $body,
+            Inner::Srht($p) => $body,
         }
     };
 }
@@ -30,25 +32,49 @@ impl Inner {
     fn dims(&self) -> (usize, usize) {
         with_inner!(self, p => (p.in_dim(), p.out_dim()))
     }
+
+    /// The projector as a CUDA operation, when it has a GPU path.
+    fn cuda_op(&self) -> Option<grass_core::cuda::Op<'_>> {
+        use grass_core::cuda::Op;
+        match self {
+            Inner::Sjlt(p) => Some(Op::Sjlt(p)),
+            Inner::Mask(p) => Some(Op::Mask(p)),
+            Inner::Grass(p) => Some(Op::Grass(p)),
+            Inner::Dense(p) => Some(Op::Dense(p)),
+            Inner::Srht(_) => None,
+        }
+    }
 }
 
-/// A compiled projector (SJLT, mask, GraSS, Gaussian or Rademacher).
+/// A compiled projector (SJLT, mask, GraSS, Gaussian, Rademacher or SRHT).
 #[pyclass(name = "Projector", module = "grass_rs._core", frozen)]
 pub struct PyProjector {
     inner: Arc<Inner>,
+    /// Device tables of the CUDA path (uploaded on first use per device).
+    cuda: grass_core::cuda::DeviceCache,
 }
 
 fn wrap(r: grass_core::Result<Inner>) -> PyResult<PyProjector> {
-    r.map(|inner| PyProjector { inner: Arc::new(inner) }).map_err(|e| crate::errors::PyGrassError(e).into())
+    r.map(|inner| PyProjector {
+        inner: Arc::new(inner),
+        cuda: grass_core::cuda::DeviceCache::default(),
+    })
+    .map_err(|e| crate::errors::PyGrassError(e).into())
 }
 
 fn check(view: &TensorView<'_>, name: &str, rows: Option<usize>, cols: usize) -> PyResult<()> {
     if view.cols != cols {
-        return Err(PyValueError::new_err(format!("`{name}` must have {cols} columns, got {}", view.cols)));
+        return Err(PyValueError::new_err(format!(
+            "`{name}` must have {cols} columns, got {}",
+            view.cols
+        )));
     }
     if let Some(r) = rows {
         if view.rows != r {
-            return Err(PyValueError::new_err(format!("`{name}` must have {r} rows, got {}", view.rows)));
+            return Err(PyValueError::new_err(format!(
+                "`{name}` must have {r} rows, got {}",
+                view.rows
+            )));
         }
     }
     Ok(())
@@ -70,7 +96,13 @@ impl PyProjector {
 
     /// GraSS: SJLT to `out_dim` after a mask to `mask_dim`.
     #[staticmethod]
-    fn grass(in_dim: usize, out_dim: usize, mask_dim: usize, c: usize, seed: u64) -> PyResult<Self> {
+    fn grass(
+        in_dim: usize,
+        out_dim: usize,
+        mask_dim: usize,
+        c: usize,
+        seed: u64,
+    ) -> PyResult<Self> {
         wrap(Grass::new(in_dim, out_dim, mask_dim, c, seed).map(Inner::Grass))
     }
 
@@ -80,9 +112,31 @@ impl PyProjector {
         let kind = match kind {
             "gaussian" => DenseKind::Gaussian,
             "rademacher" => DenseKind::Rademacher,
-            _ => return Err(PyValueError::new_err("kind must be 'gaussian' or 'rademacher'")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "kind must be 'gaussian' or 'rademacher'",
+                ))
+            }
         };
         wrap(Dense::new(kind, in_dim, out_dim, seed).map(Inner::Dense))
+    }
+
+    /// Subsampled randomized Hadamard transform (FJLT) from `in_dim` to `out_dim`.
+    #[staticmethod]
+    fn srht(in_dim: usize, out_dim: usize, seed: u64) -> PyResult<Self> {
+        wrap(Srht::new(in_dim, out_dim, seed).map(Inner::Srht))
+    }
+
+    /// SRHT only: the kept Hadamard rows (increasing) and, per input coordinate, whether its
+    /// random sign is negative.
+    fn srht_parts(&self) -> PyResult<(Vec<usize>, Vec<bool>)> {
+        match &*self.inner {
+            Inner::Srht(s) => Ok((
+                s.rows().to_vec(),
+                (0..s.in_dim()).map(|j| s.negative(j)).collect(),
+            )),
+            _ => Err(PyTypeError::new_err("this projector is not an SRHT")),
+        }
     }
 
     #[getter]
@@ -119,7 +173,12 @@ impl PyProjector {
 
     /// `out[b] = P x[b]`; `x` `(batch, in_dim)` float16/bfloat16/float32 → `out` float32, or
     /// float64 → float64; both C-contiguous CPU tensors supporting DLPack.
-    fn project(&self, py: Python<'_>, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn project(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let (p, k) = self.inner.dims();
         let (xv, ov) = (borrow(x, "x")?, borrow(out, "out")?);
         check(&xv, "x", None, p)?;
@@ -130,17 +189,66 @@ impl PyProjector {
         // and both Python objects are borrowed by this frame for the whole call.
         unsafe {
             match (xv.dtype, ov.dtype) {
-                (DType::F32, DType::F32) => run(py, &inner, xv.slice::<f32>(), batch, ov.slice_mut::<f32>()),
-                (DType::F16, DType::F32) => run(py, &inner, xv.slice::<f16>(), batch, ov.slice_mut::<f32>()),
-                (DType::BF16, DType::F32) => run(py, &inner, xv.slice::<bf16>(), batch, ov.slice_mut::<f32>()),
-                (DType::F64, DType::F64) => run(py, &inner, xv.slice::<f64>(), batch, ov.slice_mut::<f64>()),
-                _ => Err(PyTypeError::new_err("`out` must be float64 for float64 input, float32 otherwise")),
+                (DType::F32, DType::F32) => {
+                    run(py, &inner, xv.slice::<f32>(), batch, ov.slice_mut::<f32>())
+                }
+                (DType::F16, DType::F32) => {
+                    run(py, &inner, xv.slice::<f16>(), batch, ov.slice_mut::<f32>())
+                }
+                (DType::BF16, DType::F32) => {
+                    run(py, &inner, xv.slice::<bf16>(), batch, ov.slice_mut::<f32>())
+                }
+                (DType::F64, DType::F64) => {
+                    run(py, &inner, xv.slice::<f64>(), batch, ov.slice_mut::<f64>())
+                }
+                _ => Err(PyTypeError::new_err(
+                    "`out` must be float64 for float64 input, float32 otherwise",
+                )),
             }
         }
     }
 
+    /// `project` on CUDA tensors: work queued on the raw CUDA stream `stream` of the tensors'
+    /// device (pass `torch.cuda.current_stream(device).cuda_stream`); `deterministic` selects
+    /// fixed-order sums for SJLT/GraSS. Raises `CudaUnavailableError` without CUDA.
+    #[pyo3(signature = (x, out, stream, deterministic = false))]
+    fn project_cuda(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        stream: usize,
+        deterministic: bool,
+    ) -> PyResult<()> {
+        crate::cuda::project(
+            py,
+            self.inner.cuda_op(),
+            &self.cuda,
+            x,
+            out,
+            stream,
+            deterministic,
+        )
+    }
+
+    /// `transpose` on CUDA tensors, on the raw CUDA stream `stream` (always deterministic).
+    fn transpose_cuda(
+        &self,
+        py: Python<'_>,
+        y: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        stream: usize,
+    ) -> PyResult<()> {
+        crate::cuda::transpose(py, self.inner.cuda_op(), &self.cuda, y, out, stream)
+    }
+
     /// `out[b] = Pᵀ y[b]`; `y` `(batch, out_dim)` and `out` `(batch, in_dim)`, both float32 or float64.
-    fn transpose(&self, py: Python<'_>, y: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn transpose(
+        &self,
+        py: Python<'_>,
+        y: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let (p, k) = self.inner.dims();
         let (yv, ov) = (borrow(y, "y")?, borrow(out, "out")?);
         check(&yv, "y", None, k)?;
@@ -150,9 +258,15 @@ impl PyProjector {
         // SAFETY: as in `project`.
         unsafe {
             match (yv.dtype, ov.dtype) {
-                (DType::F32, DType::F32) => run_t(py, &inner, yv.slice::<f32>(), batch, ov.slice_mut::<f32>()),
-                (DType::F64, DType::F64) => run_t(py, &inner, yv.slice::<f64>(), batch, ov.slice_mut::<f64>()),
-                _ => Err(PyTypeError::new_err("`y` and `out` must both be float32 or both float64")),
+                (DType::F32, DType::F32) => {
+                    run_t(py, &inner, yv.slice::<f32>(), batch, ov.slice_mut::<f32>())
+                }
+                (DType::F64, DType::F64) => {
+                    run_t(py, &inner, yv.slice::<f64>(), batch, ov.slice_mut::<f64>())
+                }
+                _ => Err(PyTypeError::new_err(
+                    "`y` and `out` must both be float32 or both float64",
+                )),
             }
         }
     }
@@ -166,6 +280,12 @@ where
     run_detached(py, || with_inner!(inner, p => p.project(x, batch, out)))
 }
 
-fn run_t<A: grass_core::Accum>(py: Python<'_>, inner: &Inner, y: &[A], batch: usize, out: &mut [A]) -> PyResult<()> {
+fn run_t<A: grass_core::Accum>(
+    py: Python<'_>,
+    inner: &Inner,
+    y: &[A],
+    batch: usize,
+    out: &mut [A],
+) -> PyResult<()> {
     run_detached(py, || with_inner!(inner, p => p.transpose(y, batch, out)))
 }

@@ -10,28 +10,28 @@ use std::ffi::{c_void, CStr};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DLDevice {
-    device_type: i32,
-    device_id: i32,
+pub(crate) struct DLDevice {
+    pub(crate) device_type: i32,
+    pub(crate) device_id: i32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DLDataType {
-    code: u8,
-    bits: u8,
-    lanes: u16,
+pub(crate) struct DLDataType {
+    pub(crate) code: u8,
+    pub(crate) bits: u8,
+    pub(crate) lanes: u16,
 }
 
 #[repr(C)]
-struct DLTensor {
-    data: *mut c_void,
-    device: DLDevice,
-    ndim: i32,
-    dtype: DLDataType,
-    shape: *const i64,
-    strides: *const i64,
-    byte_offset: u64,
+pub(crate) struct DLTensor {
+    pub(crate) data: *mut c_void,
+    pub(crate) device: DLDevice,
+    pub(crate) ndim: i32,
+    pub(crate) dtype: DLDataType,
+    pub(crate) shape: *const i64,
+    pub(crate) strides: *const i64,
+    pub(crate) byte_offset: u64,
 }
 
 #[repr(C)]
@@ -41,8 +41,8 @@ struct DLManagedTensor {
     deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
 }
 
-const DL_CPU: i32 = 1;
-const DL_CUDA: i32 = 2;
+pub(crate) const DL_CPU: i32 = 1;
+pub(crate) const DL_CUDA: i32 = 2;
 
 /// The element types grass-rs reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +131,9 @@ pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'
     // named "dltensor" and returns null (with an exception set) otherwise.
     let raw = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), dl_name.as_ptr()) };
     if raw.is_null() {
-        return Err(PyErr::take(obj.py())
-            .unwrap_or_else(|| PyTypeError::new_err(format!("`{name}`: __dlpack__ gave no DLPack capsule"))));
+        return Err(PyErr::take(obj.py()).unwrap_or_else(|| {
+            PyTypeError::new_err(format!("`{name}`: __dlpack__ gave no DLPack capsule"))
+        }));
     }
     // SAFETY: a "dltensor" capsule holds a valid DLManagedTensor owned by the capsule, which we
     // keep alive in the returned view.
@@ -140,36 +141,60 @@ pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'
     match t.device.device_type {
         DL_CPU => {}
         DL_CUDA => {
-            return Err(PyValueError::new_err(format!("`{name}` is a CUDA tensor; this call needs a CPU tensor")))
+            return Err(PyValueError::new_err(format!(
+                "`{name}` is a CUDA tensor; this call needs a CPU tensor"
+            )))
         }
-        d => return Err(PyValueError::new_err(format!("`{name}` is on an unsupported device (DLPack type {d})"))),
+        d => {
+            return Err(PyValueError::new_err(format!(
+                "`{name}` is on an unsupported device (DLPack type {d})"
+            )))
+        }
     }
     let dtype = DType::from_dl(t.dtype).ok_or_else(|| {
-        PyTypeError::new_err(format!("`{name}` must be float16, bfloat16, float32 or float64"))
+        PyTypeError::new_err(format!(
+            "`{name}` must be float16, bfloat16, float32 or float64"
+        ))
     })?;
     if t.ndim != 2 {
-        return Err(PyValueError::new_err(format!("`{name}` must be 2-D, got {} dimensions", t.ndim)));
+        return Err(PyValueError::new_err(format!(
+            "`{name}` must be 2-D, got {} dimensions",
+            t.ndim
+        )));
     }
     // SAFETY: DLPack guarantees `shape` has `ndim` (= 2) entries, and `strides` is null or too.
     let shape = unsafe { std::slice::from_raw_parts(t.shape, 2) };
-    let (rows, cols) = (usize::try_from(shape[0]).unwrap_or(0), usize::try_from(shape[1]).unwrap_or(0));
+    let (rows, cols) = (
+        usize::try_from(shape[0]).unwrap_or(0),
+        usize::try_from(shape[1]).unwrap_or(0),
+    );
     if !t.strides.is_null() && rows * cols > 0 {
         // SAFETY: see above.
         let strides = unsafe { std::slice::from_raw_parts(t.strides, 2) };
         let ok = (cols <= 1 || strides[1] == 1) && (rows <= 1 || strides[0] == shape[1]);
         if !ok {
-            return Err(PyValueError::new_err(format!("`{name}` must be C-contiguous")));
+            return Err(PyValueError::new_err(format!(
+                "`{name}` must be C-contiguous"
+            )));
         }
     }
     let ptr = t.data as usize + t.byte_offset as usize;
-    Ok(TensorView { _capsule: capsule, ptr, rows, cols, dtype })
+    Ok(TensorView {
+        _capsule: capsule,
+        ptr,
+        rows,
+        cols,
+        dtype,
+    })
 }
 
 /// Fails unless the two tensors' memory ranges are disjoint.
 pub fn disjoint(a: &TensorView<'_>, b: &TensorView<'_>) -> PyResult<()> {
     let ((a0, a1), (b0, b1)) = (a.span(), b.span());
     if a0 < b1 && b0 < a1 {
-        return Err(PyValueError::new_err("the output must not overlap the input"));
+        return Err(PyValueError::new_err(
+            "the output must not overlap the input",
+        ));
     }
     Ok(())
 }

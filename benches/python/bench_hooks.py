@@ -1,0 +1,153 @@
+"""Benchmark: per-layer compression from factors (LoGra vs FactGraSS vs materialize-then-GraSS) and
+the cost of attaching each to forward+backward, on GPT-2-small-shaped Linear layers.
+
+Usage: ``python benches/python/bench_hooks.py [--batch 8] [--seq 512] [--repeats 3] [--threads N]``.
+Prints two tables and the ratios measured in this run. Configurations are timed round-robin
+(``--repeats`` rounds after one warm-up each); ratios use the best time of each, which is the most
+stable statistic on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+import grass_rs
+from grass_rs import layers as L
+
+D_MODEL, D_FF = 768, 3072
+
+
+def interleaved_times(
+    fns: Mapping[str, Callable[[], object]], repeats: int, inner: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per ``fn()`` call: one warm-up each, then ``repeats`` round-robin rounds of ``inner``
+    back-to-back calls (interleaving spreads load from other processes over the configurations;
+    ``inner`` averages out coarse scheduler time slices)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t0) / inner)
+    return times
+
+
+def factories() -> dict[str, grass_rs.CompressorFactory]:
+    return {
+        "LoGra (k=4096: 64x64)": grass_rs.LoGra(4096),
+        "FactGraSS (k'=128x128 -> k=4096)": grass_rs.FactGraSS(4096, mask_dim=128 * 128),
+        "materialize + GraSS (k'=16384, k=4096)": grass_rs.Full(grass_rs.GraSS, out_dim=4096, mask_dim=16384),
+    }
+
+
+def bench_compress(batch: int, seq: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per ``compress_factors`` call for a Linear(768 → 3072) layer with bias."""
+    info = L.LayerInfo("fc", "linear", D_FF, D_MODEL, True)
+    gen = torch.Generator().manual_seed(0)
+    go = torch.randn(batch, seq, D_FF, generator=gen)
+    x = torch.randn(batch, seq, D_MODEL, generator=gen)
+    comps = {name: factory.build(info) for name, factory in factories().items()}
+    fns: Mapping[str, Callable[[], object]] = {
+        n: functools.partial(c.compress_factors, go, x) for n, c in comps.items()
+    }
+    return interleaved_times(fns, 2 * repeats, inner=5)
+
+
+class Block(nn.Module):
+    """GPT-2-small MLP block: Linear(768 → 3072) → GELU → Linear(3072 → 768)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(D_MODEL, D_FF)
+        self.c_proj = nn.Linear(D_FF, D_MODEL)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(nn.functional.gelu(self.c_fc(x)))
+
+
+def bench_train_step(batch: int, seq: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per forward+backward of :class:`Block`, plain and with each compressor attached.
+
+    Every configuration has its own copy of the model (same weights) so hooks stay attached and the
+    runs can be interleaved.
+    """
+    torch.manual_seed(0)
+    base = Block()
+    x, target = torch.randn(batch, seq, D_MODEL), torch.randn(batch, seq, D_MODEL)
+    models, handles = {"plain forward+backward": base}, []
+    for name, factory in factories().items():
+        m = Block()
+        m.load_state_dict(base.state_dict())
+        handles.append(grass_rs.attach(m, factory, loss_reduction="mean"))
+        models[f"+ {name}"] = m
+
+    def step(model: nn.Module) -> None:
+        model.zero_grad(set_to_none=True)
+        nn.functional.mse_loss(model(x), target).backward()
+
+    times = interleaved_times({n: functools.partial(step, m) for n, m in models.items()}, repeats)
+    for h in handles:
+        assert h.flat().shape == (batch, 2 * 4096)
+        h.remove()
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = torch default); on a loaded shared machine 1 avoids waiting "
+        "for a descheduled worker thread at every parallel op",
+    )
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokens = args.batch * args.seq
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, T {args.seq}")
+    print(f"load average before: {load} (on {os.cpu_count()} CPUs; timings are noisy on a shared machine)")
+
+    comp = bench_compress(args.batch, args.seq, args.repeats)
+    print(f"\ncompress_factors, Linear {D_MODEL} -> {D_FF} (+bias), (B, T) = ({args.batch}, {args.seq})")
+    print(f"| {'compressor':<42} | {'best ms':>9} | {'median ms':>9} |")
+    print(f"|{'-' * 44}|{'-' * 11}|{'-' * 11}|")
+    for name, ts in comp.items():
+        print(f"| {name:<42} | {min(ts) * 1e3:>9.2f} | {statistics.median(ts) * 1e3:>9.2f} |")
+
+    steps = bench_train_step(args.batch, args.seq, args.repeats)
+    best = {n: min(ts) for n, ts in steps.items()}
+    plain = best["plain forward+backward"]
+    print(
+        f"\nforward+backward, MLP block {D_MODEL} -> {D_FF} -> {D_MODEL}, {tokens} tokens/step (best of runs)"
+    )
+    print(f"| {'configuration':<44} | {'ms / step':>10} | {'tokens/s':>10} | {'overhead':>9} |")
+    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
+    for name, t in best.items():
+        print(f"| {name:<44} | {t * 1e3:>10.1f} | {tokens / t:>10.0f} | {100 * (t / plain - 1):>8.1f}% |")
+
+    names = list(comp)
+    logra, fact, full = (min(comp[n]) for n in names)
+    overhead = 100 * (best[f"+ {names[1]}"] / plain - 1)
+    print(f"\nFactGraSS compress_factors speed-up over LoGra: {logra / fact:.1f}x (target >= 5x)")
+    print(f"FactGraSS speed-up over materialize + GraSS: {full / fact:.1f}x")
+    print(f"attaching FactGraSS: {overhead:+.1f}% over plain forward+backward (target <= +25%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+//! Subsampled randomized Hadamard transform (SRHT, a.k.a. FJLT), `O(p log p)` per sample.
+//!
+//! With `n = in_dim.next_power_of_two()` and `k = out_dim ≤ n`, the `k × p` matrix is
+//!
+//! `P = √(n/k) · S · (H/√n) · D = (1/√k) · S · H · D`
+//!
+//! applied to `x` zero-padded to length `n`, where
+//! * `D = diag(d₀ … d_{p−1})`, `d_j = −1` iff `hash(key, j) & 1 == 1`, with
+//!   `key = stream_key(seed, Stream::Srht)`;
+//! * `H` is the `n × n` Sylvester–Walsh–Hadamard matrix, `H[r][j] = (−1)^popcount(r & j)`
+//!   (the same ordering as `scipy.linalg.hadamard`);
+//! * `S` keeps the rows `r₀ < r₁ < … < r_{k−1}` drawn by Floyd's sampler
+//!   [`mask::sample_keyed`]`(n, k, mix64(key))`; output `i` is row `rᵢ`.
+//!
+//! So `P[i][j] = d_j · (−1)^popcount(rᵢ & j) / √k`, and `E‖Px‖² = ‖x‖²` over the row draw.
+//! `project` runs one in-place fast Walsh–Hadamard transform per sample; `transpose` (the adjoint)
+//! scatters into the kept rows, transforms, and applies the signs.
+use crate::elem::{Accum, Load};
+use crate::error::{invalid, Result};
+use crate::hash::{hash, mix64, stream_key, Stream};
+use crate::{check_len, mask, parallel};
+use rayon::prelude::*;
+
+/// Butterfly stages with span below this many elements run block by block (in cache).
+const FWHT_BLOCK: usize = 2048;
+
+/// A seeded SRHT from `in_dim` to `out_dim`.
+#[derive(Debug, Clone)]
+pub struct Srht {
+    in_dim: usize,
+    padded: usize,
+    seed: u64,
+    /// Sign bits of `D`, bit `j` set = `d_j = −1`.
+    signs: Vec<u64>,
+    rows: Vec<usize>,
+}
+
+impl Srht {
+    /// Builds the transform.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when `in_dim == 0` or `out_dim ∉ 1..=in_dim.next_power_of_two()`.
+    pub fn new(in_dim: usize, out_dim: usize, seed: u64) -> Result<Self> {
+        if in_dim == 0 {
+            return Err(invalid("in_dim", "must be at least 1"));
+        }
+        let padded = in_dim
+            .checked_next_power_of_two()
+            .ok_or_else(|| invalid("in_dim", "its next power of two overflows"))?;
+        if out_dim == 0 || out_dim > padded {
+            return Err(invalid(
+                "out_dim",
+                format!("must be in 1..=next_power_of_two(in_dim) ({padded}), got {out_dim}"),
+            ));
+        }
+        let key = stream_key(seed, Stream::Srht);
+        let mut signs = vec![0u64; in_dim.div_ceil(64)];
+        for (w, word) in signs.iter_mut().enumerate() {
+            for bit in 0..64 {
+                let j = w * 64 + bit;
+                if j < in_dim && hash(key, j as u64) & 1 == 1 {
+                    *word |= 1 << bit;
+                }
+            }
+        }
+        let rows = mask::sample_keyed(padded, out_dim, mix64(key));
+        Ok(Self {
+            in_dim,
+            padded,
+            seed,
+            signs,
+            rows,
+        })
+    }
+
+    /// Input dimension `p`.
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+    /// Output dimension `k`.
+    pub fn out_dim(&self) -> usize {
+        self.rows.len()
+    }
+    /// Padded dimension `n`: the next power of two `≥ p`.
+    pub fn padded_dim(&self) -> usize {
+        self.padded
+    }
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// The kept Hadamard rows, increasing.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+    /// Whether the sign `d_j` of input coordinate `j` is negative.
+    ///
+    /// # Panics
+    /// When `j ≥ in_dim`.
+    pub fn negative(&self, j: usize) -> bool {
+        assert!(
+            j < self.in_dim,
+            "coordinate {j} out of range (in_dim = {})",
+            self.in_dim
+        );
+        self.signs[j / 64] >> (j % 64) & 1 == 1
+    }
+
+    /// The scale `1/√k` of every entry.
+    fn scale<A: Accum>(&self) -> A {
+        A::from_f64(1.0 / (self.out_dim() as f64).sqrt())
+    }
+
+    /// Projects a row-major `(batch, in_dim)` input into `out` `(batch, out_dim)` (overwritten).
+    ///
+    /// Each sample is transformed independently with a fixed operation order, so the result is
+    /// bit-identical for any thread count and any split of the batch.
+    ///
+    /// # Errors
+    /// `Shape` when a buffer's length does not match `batch`.
+    pub fn project<T: Load<A>, A: Accum>(
+        &self,
+        x: &[T],
+        batch: usize,
+        out: &mut [A],
+    ) -> Result<()> {
+        let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
+        check_len("x", x.len(), batch, p)?;
+        check_len("out", out.len(), batch, k)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let scale: A = self.scale();
+        parallel::install(|| {
+            out.par_chunks_mut(k).zip(x.par_chunks(p)).for_each_init(
+                || vec![A::ZERO; n],
+                |buf, (o, xs)| {
+                    for (j, (b, &v)) in buf.iter_mut().zip(xs).enumerate() {
+                        *b = v.load().flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
+                    }
+                    buf[p..].fill(A::ZERO);
+                    fwht(buf);
+                    for (dst, &r) in o.iter_mut().zip(&self.rows) {
+                        *dst = buf[r] * scale;
+                    }
+                },
+            );
+        });
+        Ok(())
+    }
+
+    /// Applies the adjoint `Pᵀ = (1/√k) · D · H · Sᵀ` (truncated to the first `in_dim`
+    /// coordinates): `y` `(batch, out_dim)` → `out` `(batch, in_dim)` (overwritten).
+    ///
+    /// # Errors
+    /// `Shape` when a buffer's length does not match `batch`.
+    pub fn transpose<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
+        let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
+        check_len("y", y.len(), batch, k)?;
+        check_len("out", out.len(), batch, p)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let scale: A = self.scale();
+        parallel::install(|| {
+            out.par_chunks_mut(p).zip(y.par_chunks(k)).for_each_init(
+                || vec![A::ZERO; n],
+                |buf, (o, ys)| {
+                    buf.fill(A::ZERO);
+                    for (&v, &r) in ys.iter().zip(&self.rows) {
+                        buf[r] = v;
+                    }
+                    fwht(buf);
+                    for (j, (dst, &b)) in o.iter_mut().zip(buf.iter()).enumerate() {
+                        *dst = (b * scale).flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
+                    }
+                },
+            );
+        });
+        Ok(())
+    }
+}
+
+/// In-place unnormalized fast Walsh–Hadamard transform: `x ← H x` (`x.len()` a power of two).
+///
+/// Radix-4 butterflies (two radix-2 stages per pass over the data, one radix-2 stage when the
+/// number of stages is odd); the stages with span below [`FWHT_BLOCK`] run block by block so that
+/// they stay in cache, the rest pass over the whole buffer.
+pub fn fwht<A: Accum>(x: &mut [A]) {
+    let n = x.len();
+    debug_assert!(n.is_power_of_two());
+    let block = FWHT_BLOCK.min(n);
+    for blk in x.chunks_exact_mut(block) {
+        stages(blk, 1, block);
+    }
+    stages(x, block, n);
+}
+
+/// Runs the butterfly stages of spans `h0, 2·h0, …` below `end` over `x`.
+#[inline]
+fn stages<A: Accum>(x: &mut [A], h0: usize, end: usize) {
+    let mut h = h0;
+    while 4 * h <= end {
+        radix4(x, h);
+        h *= 4;
+    }
+    if h < end {
+        radix2(x, h);
+    }
+}
+
+#[inline(always)]
+fn add<A: Accum>(a: A, b: A) -> A {
+    let mut s = a;
+    s += b;
+    s
+}
+
+#[inline(always)]
+fn sub<A: Accum>(a: A, b: A) -> A {
+    add(a, b.flip(true))
+}
+
+/// One stage of butterflies of span `h`: `(u, v) ← (u + v, u − v)` for every pair `h` apart.
+#[inline]
+fn radix2<A: Accum>(x: &mut [A], h: usize) {
+    for chunk in x.chunks_exact_mut(2 * h) {
+        let (lo, hi) = chunk.split_at_mut(h);
+        for (u, v) in lo.iter_mut().zip(hi.iter_mut()) {
+            let (a, b) = (*u, *v);
+            *u = add(a, b);
+            *v = sub(a, b);
+        }
+    }
+}
+
+/// The stages of spans `h` and `2h` fused: on quarters `(a, b, c, d)` of each `4h` chunk,
+/// `(a, b, c, d) ← (a+b+c+d, a−b+c−d, a+b−c−d, a−b−c+d)`.
+#[inline]
+fn radix4<A: Accum>(x: &mut [A], h: usize) {
+    for chunk in x.chunks_exact_mut(4 * h) {
+        let (ab, cd) = chunk.split_at_mut(2 * h);
+        let (qa, qb) = ab.split_at_mut(h);
+        let (qc, qd) = cd.split_at_mut(h);
+        for (((a, b), c), d) in qa
+            .iter_mut()
+            .zip(qb.iter_mut())
+            .zip(qc.iter_mut())
+            .zip(qd.iter_mut())
+        {
+            let (s0, s1) = (add(*a, *b), sub(*a, *b));
+            let (s2, s3) = (add(*c, *d), sub(*c, *d));
+            *a = add(s0, s2);
+            *b = add(s1, s3);
+            *c = sub(s0, s2);
+            *d = sub(s1, s3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dense reference `P[i][j] = d_j (−1)^popcount(r_i & j) / √k`, from the public accessors.
+    fn reference(s: &Srht) -> Vec<f64> {
+        let (p, k) = (s.in_dim(), s.out_dim());
+        let mut m = vec![0.0; k * p];
+        for (i, &r) in s.rows().iter().enumerate() {
+            for j in 0..p {
+                let h = if (r & j).count_ones() % 2 == 0 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                let d = if s.negative(j) { -1.0 } else { 1.0 };
+                m[i * p + j] = h * d / (k as f64).sqrt();
+            }
+        }
+        m
+    }
+
+    fn data(len: usize, salt: u64) -> Vec<f64> {
+        (0..len)
+            .map(|i| (hash(salt, i as u64) >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn fwht_matches_dense_hadamard() {
+        for n in [1usize, 2, 8, 64, 4096, 8192] {
+            let x = data(n, 3);
+            let mut y = x.clone();
+            fwht(&mut y);
+            for r in (0..n).step_by((n / 16).max(1)) {
+                let want: f64 = (0..n)
+                    .map(|j| {
+                        if (r & j).count_ones() % 2 == 0 {
+                            x[j]
+                        } else {
+                            -x[j]
+                        }
+                    })
+                    .sum();
+                assert!((y[r] - want).abs() < 1e-9 * n as f64, "n={n} r={r}");
+            }
+        }
+    }
+
+    #[test]
+    fn project_matches_materialized_matrix() {
+        for (p, k, seed) in [
+            (1, 1, 0),
+            (5, 3, 1),
+            (8, 8, 2),
+            (37, 20, 3),
+            (100, 128, 4),
+            (300, 17, 5),
+        ] {
+            let s = Srht::new(p, k, seed).unwrap();
+            let m = reference(&s);
+            let batch = 3;
+            let x = data(batch * p, seed + 10);
+            let mut out = vec![0.0; batch * k];
+            s.project(&x, batch, &mut out).unwrap();
+            for b in 0..batch {
+                for i in 0..k {
+                    let want: f64 = (0..p).map(|j| m[i * p + j] * x[b * p + j]).sum();
+                    assert!(
+                        (out[b * k + i] - want).abs() < 1e-12,
+                        "p={p} k={k} b={b} i={i}"
+                    );
+                }
+            }
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let mut outf = vec![0f32; batch * k];
+            s.project(&xf, batch, &mut outf).unwrap();
+            for (a, b) in outf.iter().zip(&out) {
+                assert!((f64::from(*a) - b).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_is_adjoint() {
+        for (p, k, seed) in [(1, 1, 0), (7, 4, 1), (64, 64, 2), (1000, 50, 3)] {
+            let s = Srht::new(p, k, seed).unwrap();
+            let batch = 2;
+            let (x, y) = (data(batch * p, 20), data(batch * k, 21));
+            let (mut px, mut pty) = (vec![0.0; batch * k], vec![0.0; batch * p]);
+            s.project(&x, batch, &mut px).unwrap();
+            s.transpose(&y, batch, &mut pty).unwrap();
+            for b in 0..batch {
+                let lhs: f64 = px[b * k..(b + 1) * k]
+                    .iter()
+                    .zip(&y[b * k..(b + 1) * k])
+                    .map(|(a, c)| a * c)
+                    .sum();
+                let rhs: f64 = x[b * p..(b + 1) * p]
+                    .iter()
+                    .zip(&pty[b * p..(b + 1) * p])
+                    .map(|(a, c)| a * c)
+                    .sum();
+                assert!((lhs - rhs).abs() < 1e-10 * (1.0 + lhs.abs()), "p={p} k={k}");
+            }
+        }
+    }
+
+    #[test]
+    fn full_rows_on_power_of_two_is_orthogonal() {
+        let s = Srht::new(256, 256, 9).unwrap();
+        let x = data(256, 1);
+        let mut y = vec![0.0; 256];
+        s.project(&x, 1, &mut y).unwrap();
+        let (nx, ny): (f64, f64) = (x.iter().map(|v| v * v).sum(), y.iter().map(|v| v * v).sum());
+        assert!((nx - ny).abs() < 1e-12 * nx);
+    }
+
+    #[test]
+    fn rows_distinct_sorted_and_seeded() {
+        let a = Srht::new(1000, 300, 1).unwrap();
+        assert_eq!(a.padded_dim(), 1024);
+        assert!(a.rows().windows(2).all(|w| w[0] < w[1]));
+        assert!(*a.rows().last().unwrap() < 1024);
+        let b = Srht::new(1000, 300, 1).unwrap();
+        assert_eq!(a.rows(), b.rows());
+        let c = Srht::new(1000, 300, 2).unwrap();
+        assert_ne!(a.rows(), c.rows());
+        // Signs are fair-ish.
+        let neg = (0..1000).filter(|&j| a.negative(j)).count();
+        assert!((400..600).contains(&neg), "{neg}");
+    }
+
+    #[test]
+    fn bad_arguments() {
+        assert!(matches!(
+            Srht::new(0, 1, 0),
+            Err(crate::Error::InvalidArgument { name: "in_dim", .. })
+        ));
+        assert!(matches!(
+            Srht::new(5, 0, 0),
+            Err(crate::Error::InvalidArgument {
+                name: "out_dim",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Srht::new(5, 9, 0),
+            Err(crate::Error::InvalidArgument {
+                name: "out_dim",
+                ..
+            })
+        ));
+        assert!(Srht::new(5, 8, 0).is_ok());
+        let s = Srht::new(4, 2, 0).unwrap();
+        let mut out = vec![0f32; 2];
+        assert!(matches!(
+            s.project(&[0f32; 3], 1, &mut out),
+            Err(crate::Error::Shape { what: "x", .. })
+        ));
+        assert!(s.project(&[0f32; 0], 0, &mut []).is_ok());
+    }
+}
