@@ -139,12 +139,30 @@ impl Accum for f64 {
 pub trait Load<A: Accum>: Copy + Send + Sync {
     /// Widens to the accumulator type (exact).
     fn load(self) -> A;
+
+    /// Optional fast path: `xt[m][l] = src[l][j0 + m]` (a vectorized transpose). Returns
+    /// `false` when not provided, and the caller falls back to element-wise loads.
+    fn transpose_block(
+        _src: &[&[Self]; crate::lanes::LANES],
+        _j0: usize,
+        _xt: &mut [[A; crate::lanes::LANES]],
+    ) -> bool {
+        false
+    }
 }
 
 impl Load<f32> for f32 {
     #[inline(always)]
     fn load(self) -> f32 {
         self
+    }
+
+    fn transpose_block(
+        src: &[&[f32]; crate::lanes::LANES],
+        j0: usize,
+        xt: &mut [[f32; crate::lanes::LANES]],
+    ) -> bool {
+        crate::simd::transpose_f32(src, j0, xt)
     }
 }
 impl Load<f32> for f16 {

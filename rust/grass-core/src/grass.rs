@@ -6,8 +6,9 @@
 use crate::check_len;
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
+use crate::lanes::{gather_lanes, lane_rows};
 use crate::mask::Mask;
-use crate::sjlt::{scatter, Sjlt};
+use crate::sjlt::Sjlt;
 
 /// A seeded GraSS compressor.
 #[derive(Debug, Clone)]
@@ -77,12 +78,11 @@ impl Grass {
         let p = self.in_dim();
         check_len("x", x.len(), batch, p)?;
         check_len("out", out.len(), batch, self.out_dim())?;
-        let (idx, c) = (self.mask.indices(), self.sjlt.c());
+        let idx = self.mask.indices();
         self.sjlt
-            .project_with(batch, out, idx.len(), |b, j0, entries, row| {
-                let xs = &x[b * p..(b + 1) * p];
-                let sel = &idx[j0..j0 + entries.len() / c];
-                scatter(c, entries, row, |m| xs[sel[m]].load());
+            .project_with(batch, out, idx.len(), |b0, rows, j0, xt| {
+                let sel = &idx[j0..j0 + xt.len()];
+                gather_lanes(&lane_rows(x, p, b0, rows), sel.iter().copied(), xt);
             });
         Ok(())
     }

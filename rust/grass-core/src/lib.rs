@@ -22,8 +22,10 @@ pub mod elem;
 pub mod error;
 pub mod grass;
 pub mod hash;
+pub mod lanes;
 pub mod mask;
 pub mod parallel;
+mod simd;
 pub mod sjlt;
 pub mod srht;
 

@@ -6,6 +6,7 @@
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::hash::{below, hash, stream_key, Stream};
+use crate::lanes::{gather_lanes, lane_rows, project_group, Lanes, LANES};
 use crate::{check_len, parallel};
 use rayon::prelude::*;
 
@@ -13,8 +14,6 @@ use rayon::prelude::*;
 pub const TABLE_LIMIT: usize = 1 << 25;
 /// Coordinates processed per block (the unit of on-the-fly index generation).
 pub(crate) const BLOCK: usize = 4096;
-/// Samples that share one generated index block.
-pub(crate) const GROUP: usize = 8;
 /// Bit of a table entry that holds the sign (set = negative).
 pub const SIGN_BIT: u32 = 1 << 31;
 
@@ -147,46 +146,41 @@ impl Sjlt {
         check_len("x", x.len(), batch, self.in_dim)?;
         check_len("out", out.len(), batch, self.out_dim)?;
         let p = self.in_dim;
-        self.project_with(batch, out, p, |b, j0, entries, row| {
-            let xs = &x[b * p + j0..b * p + j0 + entries.len() / self.c];
-            scatter(self.c, entries, row, |m| xs[m].load());
+        self.project_with(batch, out, p, |b0, rows, j0, xt| {
+            let (n, src) = (xt.len(), lane_rows(x, p, b0, rows));
+            if !T::transpose_block(&src, j0, xt) {
+                gather_lanes(&src, j0..j0 + n, xt);
+            }
         });
         Ok(())
     }
 
-    /// Core loop shared with GraSS: `apply(b, j0, entries, row)` scatters sample `b`'s columns
-    /// `j0 .. j0 + entries.len() / c` into its output `row`.
+    /// Core loop shared with GraSS: samples are processed in groups of [`LANES`] (see
+    /// [`crate::lanes`]); `fill(b0, rows, j0, xt)` writes column `j0 + m` of sample `b0 + l` into
+    /// `xt[m][l]` for `l < rows`.
     pub(crate) fn project_with<A: Accum>(
         &self,
         batch: usize,
         out: &mut [A],
         n_cols: usize,
-        apply: impl Fn(usize, usize, &[u32], &mut [A]) + Sync,
+        fill: impl Fn(usize, usize, usize, &mut [Lanes<A>]) + Sync,
     ) {
         let k = self.out_dim;
         if batch == 0 {
             return;
         }
-        let scale: A = self.scale();
         parallel::install(|| {
-            out.par_chunks_mut(GROUP * k)
+            out.par_chunks_mut(LANES * k)
                 .enumerate()
                 .for_each(|(g, group)| {
-                    group.fill(A::ZERO);
-                    let mut buf = Vec::new();
-                    for j0 in (0..n_cols).step_by(BLOCK) {
-                        let n = BLOCK.min(n_cols - j0);
-                        let entries = self.entries(j0, n, &mut buf);
-                        for (i, row) in group.chunks_exact_mut(k).enumerate() {
-                            let b = g * GROUP + i;
-                            apply(b, j0, entries, row);
-                        }
-                    }
-                    if self.c > 1 {
-                        for v in group.iter_mut() {
-                            *v = *v * scale;
-                        }
-                    }
+                    let rows = group.len() / k;
+                    project_group(
+                        self,
+                        n_cols,
+                        rows,
+                        |j0, xt| fill(g * LANES, rows, j0, xt),
+                        group,
+                    );
                 });
         });
     }
@@ -263,39 +257,5 @@ impl<A> SyncPtr<A> {
         // SAFETY: `i < len` (checked), the slice is alive for the region, and no other worker
         // writes or reads index `i` concurrently.
         unsafe { self.ptr.add(i).write(v) };
-    }
-}
-
-/// `row[bucket(e)] ±= val(m)` for every column `m` and each of its `c` entries.
-#[inline(always)]
-pub(crate) fn scatter<A: Accum>(
-    c: usize,
-    entries: &[u32],
-    row: &mut [A],
-    val: impl Fn(usize) -> A,
-) {
-    let k = row.len();
-    if c == 1 {
-        for (m, &e) in entries.iter().enumerate() {
-            let idx = (e & !SIGN_BIT) as usize;
-            debug_assert!(idx < k);
-            // SAFETY: every entry's bucket is < out_dim == row.len() by construction in `entry`.
-            unsafe { *row.get_unchecked_mut(idx) += val(m).flip(e & SIGN_BIT != 0) };
-        }
-    } else {
-        for (m, col) in entries.chunks_exact(c).enumerate() {
-            let v = val(m);
-            // Zero inputs are skipped (sparse gradients, e.g. Embedding rows, pay only for their
-            // nonzeros). Bit-identical: accumulators start at +0 and never become −0.
-            if v == A::ZERO {
-                continue;
-            }
-            for &e in col {
-                let idx = (e & !SIGN_BIT) as usize;
-                debug_assert!(idx < k);
-                // SAFETY: as above, buckets are < out_dim == row.len().
-                unsafe { *row.get_unchecked_mut(idx) += v.flip(e & SIGN_BIT != 0) };
-            }
-        }
     }
 }

@@ -1,0 +1,121 @@
+//! The SJLT scatter kernel, vectorized across samples.
+//!
+//! A group of up to [`LANES`] samples is processed together: a block of input columns is first
+//! transposed into `[column][lane]` order, then every hashed bucket update is one `LANES`-wide
+//! vector add into an accumulator laid out `[bucket][lane]` — instead of `LANES` scalar
+//! read-modify-writes. Each lane performs exactly the scalar computation (columns in increasing
+//! order, repeats in order, sign flips by XOR of the sign bit, no fused multiply-add), so results
+//! are bit-identical for any grouping, batch split or thread count. The scatter is compiled for
+//! AVX-512 and AVX2 and picked at run time, with a portable fallback.
+use crate::elem::{Accum, Load};
+use crate::sjlt::{Sjlt, SIGN_BIT};
+
+/// Samples per group (one 512-bit vector of `f32`).
+pub const LANES: usize = 16;
+/// Columns per transposed block.
+const LBLOCK: usize = 512;
+
+/// A vector of one value per lane.
+pub(crate) type Lanes<A> = [A; LANES];
+
+/// Projects one group of `rows ≤ LANES` samples.
+///
+/// `fill(j0, xt)` writes column `j0 + m` of sample `l` into `xt[m][l]` for `l < rows` (other lanes
+/// must stay zero); `out` is the group's `(rows, out_dim)` output, overwritten.
+pub(crate) fn project_group<A: Accum>(
+    sjlt: &Sjlt,
+    n_cols: usize,
+    rows: usize,
+    fill: impl Fn(usize, &mut [Lanes<A>]),
+    out: &mut [A],
+) {
+    let (k, c) = (sjlt.out_dim(), sjlt.c());
+    debug_assert!(rows <= LANES && out.len() == rows * k);
+    let mut acc = vec![[A::ZERO; LANES]; k];
+    let mut xt = vec![[A::ZERO; LANES]; LBLOCK.min(n_cols)];
+    let mut ebuf = Vec::new();
+    for j0 in (0..n_cols).step_by(LBLOCK) {
+        let n = LBLOCK.min(n_cols - j0);
+        let entries = sjlt.entries(j0, n, &mut ebuf);
+        fill(j0, &mut xt[..n]);
+        scatter(c, entries, &xt[..n], &mut acc);
+    }
+    let scale: A = sjlt.scale();
+    for (i, a) in acc.iter().enumerate() {
+        for (l, &v) in a[..rows].iter().enumerate() {
+            out[l * k + i] = if c > 1 { v * scale } else { v };
+        }
+    }
+}
+
+/// The `LANES` input rows of group `b0` (of `rows` real samples) of a row-major `(batch, p)`
+/// buffer; missing lanes repeat the first row (their results are computed and discarded).
+pub(crate) fn lane_rows<T>(x: &[T], p: usize, b0: usize, rows: usize) -> [&[T]; LANES] {
+    std::array::from_fn(|l| {
+        let r = b0 + if l < rows { l } else { 0 };
+        &x[r * p..(r + 1) * p]
+    })
+}
+
+/// Transposes: `xt[m][l] = src[l][col(m)]` for each `m` and lane `l`.
+#[inline(always)]
+pub(crate) fn gather_lanes<T: Load<A>, A: Accum>(
+    src: &[&[T]; LANES],
+    cols: impl Iterator<Item = usize>,
+    xt: &mut [Lanes<A>],
+) {
+    let len = src[0].len();
+    assert!(
+        src.iter().all(|r| r.len() == len),
+        "lane rows must have equal length"
+    );
+    for (d, j) in xt.iter_mut().zip(cols) {
+        assert!(j < len, "column out of range");
+        for l in 0..LANES {
+            // SAFETY: `j < len` (asserted) and every lane row has length `len` (asserted above).
+            d[l] = unsafe { *src[l].get_unchecked(j) }.load();
+        }
+    }
+}
+
+/// Picks the widest scatter the CPU supports.
+fn scatter<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &mut [Lanes<A>]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { scatter_avx512(c, entries, xt, acc) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { scatter_avx2(c, entries, xt, acc) };
+        }
+    }
+    scatter_portable(c, entries, xt, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn scatter_avx512<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &mut [Lanes<A>]) {
+    scatter_portable(c, entries, xt, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scatter_avx2<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &mut [Lanes<A>]) {
+    scatter_portable(c, entries, xt, acc);
+}
+
+/// `acc[bucket] ±= xt[m]` for each column `m` and each of its `c` entries.
+#[inline(always)]
+fn scatter_portable<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &mut [Lanes<A>]) {
+    for (v, col) in xt.iter().zip(entries.chunks_exact(c)) {
+        for &e in col {
+            let a = &mut acc[(e & !SIGN_BIT) as usize];
+            let neg = e & SIGN_BIT != 0;
+            for l in 0..LANES {
+                a[l] += v[l].flip(neg);
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Hand-vectorized helpers (x86-64 AVX), selected at run time; every caller has a portable path.
+use crate::lanes::{Lanes, LANES};
+
+/// Transposes columns `j0 .. j0 + xt.len()` of 16 `f32` rows into `xt[m][l] = src[l][j0 + m]`.
+///
+/// Returns `false` (and writes nothing) when the CPU lacks AVX.
+pub(crate) fn transpose_f32(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
+    let n = xt.len();
+    assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is available (checked), and every row holds columns `j0 .. j0 + n`
+            // (asserted above), which is all `transpose_avx` reads.
+            unsafe { transpose_avx(src, j0, xt) };
+            return true;
+        }
+    }
+    false
+}
+
+/// 8 × 8 blocks with unpack / shuffle / permute; the `n mod 8` tail columns one by one.
+///
+/// # Safety
+/// The CPU must support AVX, and each `src[l]` must hold indices `j0 .. j0 + xt.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_avx(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) {
+    let n = xt.len();
+    let (full16, full8) = (n - n % 16, n - n % 8);
+    // Columns in steps of 16 (one 64-byte line of each row) so a row's line is used up while it
+    // is in L1: rows of power-of-two length all map to the same L1 set and would evict each other.
+    for m0 in (0..full16).step_by(16) {
+        for half in 0..2 {
+            // SAFETY: columns j0 + m0 .. j0 + m0 + 16 ≤ j0 + n lie inside every row.
+            unsafe {
+                block8(src, half, j0 + m0, &mut xt[m0..m0 + 8]);
+                block8(src, half, j0 + m0 + 8, &mut xt[m0 + 8..m0 + 16]);
+            }
+        }
+    }
+    if full8 > full16 {
+        for half in 0..2 {
+            // SAFETY: as above, for the last full 8 columns.
+            unsafe { block8(src, half, j0 + full16, &mut xt[full16..full8]) };
+        }
+    }
+    for m in full8..n {
+        for l in 0..LANES {
+            xt[m][l] = src[l][j0 + m];
+        }
+    }
+}
+
+/// Transposes columns `col .. col + 8` of rows `8·half .. 8·half + 8` into lanes
+/// `8·half .. 8·half + 8` of `xt[0..8]`.
+///
+/// # Safety
+/// AVX must be available, and every row must hold columns `col .. col + 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn block8(src: &[&[f32]; LANES], half: usize, col: usize, xt: &mut [Lanes<f32>]) {
+    use std::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
+        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+    debug_assert!(xt.len() == 8);
+    let rows = &src[half * 8..half * 8 + 8];
+    // SAFETY: the caller guarantees 8 readable columns from `col` in every row.
+    let r: [_; 8] = std::array::from_fn(|l| unsafe { _mm256_loadu_ps(rows[l].as_ptr().add(col)) });
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let cols = [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ];
+    for (dst, c) in xt.iter_mut().zip(cols) {
+        let d = &mut dst[half * 8..half * 8 + 8];
+        // SAFETY: `d` is exactly 8 writable `f32`s.
+        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), c) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_matches_scalar() {
+        for n in [0usize, 1, 7, 8, 9, 31, 64] {
+            let rows: Vec<Vec<f32>> = (0..LANES)
+                .map(|l| (0..n + 5).map(|j| (l * 1000 + j) as f32).collect())
+                .collect();
+            let src: [&[f32]; LANES] = std::array::from_fn(|l| rows[l].as_slice());
+            let mut xt = vec![[0f32; LANES]; n];
+            if transpose_f32(&src, 3, &mut xt) {
+                for (m, row) in xt.iter().enumerate() {
+                    for (l, &v) in row.iter().enumerate() {
+                        assert_eq!(v, rows[l][3 + m]);
+                    }
+                }
+            }
+        }
+    }
+}
