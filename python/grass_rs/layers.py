@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import _core
+
 __all__ = ["LayerInfo", "describe", "is_supported", "materialize"]
 
 Tensor = torch.Tensor
@@ -198,10 +200,19 @@ def factors(info: LayerInfo, grad_output: Tensor, layer_input: Tensor) -> tuple[
 
 
 def gather_columns(t: Tensor, idx: Tensor) -> Tensor:
-    """``t[..., idx]``, through a 2-D ``index_select`` (several times faster on CPU than indexing
-    the last dimension of a 3-D tensor): ``(..., d)`` → ``(..., len(idx))``."""
-    flat = t.reshape(-1, t.shape[-1]).index_select(1, idx)
-    return flat.view(*t.shape[:-1], idx.numel())
+    """``t[..., idx]``: ``(..., d)`` → ``(..., len(idx))``.
+
+    float32/float64 CPU tensors go through the Rust core's parallel gather (about twice as fast
+    as ``index_select`` here); others through a 2-D ``index_select`` (several times faster than
+    indexing the last dimension of a 3-D tensor).
+    """
+    flat = t.reshape(-1, t.shape[-1])
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64) and not flat.requires_grad:
+        out = torch.empty(flat.shape[0], idx.numel(), dtype=flat.dtype)
+        _core.gather_columns(flat.contiguous(), idx.tolist(), out)
+    else:
+        out = flat.index_select(1, idx)
+    return out.view(*t.shape[:-1], idx.numel())
 
 
 def masked_outer(

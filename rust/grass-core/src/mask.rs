@@ -57,6 +57,45 @@ pub fn sample_keyed(n: usize, m: usize, key: u64) -> Vec<usize> {
     }
 }
 
+/// Gathers columns: `out[b][m] = x[b][idx[m]]` for a row-major `(batch, p)` input, in parallel
+/// over rows (`idx` in any order, repeats allowed).
+///
+/// # Errors
+/// `Shape` when a buffer's length does not match; `InvalidArgument` when an index is `≥ p`.
+pub fn gather_columns<T: Load<A>, A: Accum>(
+    x: &[T],
+    batch: usize,
+    p: usize,
+    idx: &[usize],
+    out: &mut [A],
+) -> Result<()> {
+    let k = idx.len();
+    check_len("x", x.len(), batch, p)?;
+    check_len("out", out.len(), batch, k)?;
+    if let Some(&bad) = idx.iter().find(|&&i| i >= p) {
+        return Err(invalid(
+            "idx",
+            format!("index {bad} is out of range for {p} columns"),
+        ));
+    }
+    if batch == 0 || k == 0 {
+        return Ok(());
+    }
+    let rows_per_task = (1 << 16) / k.max(1) + 1;
+    parallel::install(|| {
+        out.par_chunks_mut(k * rows_per_task)
+            .zip(x.par_chunks(p * rows_per_task))
+            .for_each(|(o, xs)| {
+                for (orow, xrow) in o.chunks_exact_mut(k).zip(xs.chunks_exact(p)) {
+                    for (dst, &i) in orow.iter_mut().zip(idx) {
+                        *dst = xrow[i].load();
+                    }
+                }
+            });
+    });
+    Ok(())
+}
+
 /// A seeded coordinate mask from `in_dim` to `out_dim`, optionally scaled by `√(in_dim/out_dim)`.
 #[derive(Debug, Clone)]
 pub struct Mask {
@@ -130,21 +169,11 @@ impl Mask {
         if batch == 0 {
             return Ok(());
         }
-        let f = A::from_f64(self.factor());
-        parallel::install(|| {
-            out.par_chunks_mut(k)
-                .zip(x.par_chunks(p))
-                .for_each(|(o, xs)| {
-                    for (dst, &i) in o.iter_mut().zip(&self.indices) {
-                        *dst = xs[i].load();
-                    }
-                    if self.scale {
-                        for v in o.iter_mut() {
-                            *v = *v * f;
-                        }
-                    }
-                });
-        });
+        gather_columns(x, batch, p, &self.indices, out)?;
+        if self.scale {
+            let f = A::from_f64(self.factor());
+            parallel::install(|| out.par_iter_mut().for_each(|v| *v = *v * f));
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! only; the algorithms live in `grass-core`.
 mod cuda;
 mod errors;
+mod gather;
 mod gil;
 mod projector;
 mod tensor;
@@ -11,6 +12,8 @@ use pyo3::prelude::*;
 /// The compiled extension module.
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::gather::gather_columns;
     #[pymodule_export]
     use super::projector::PyProjector;
 
