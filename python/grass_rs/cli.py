@@ -1,4 +1,5 @@
-"""Command line: ``grass-rs attribute`` (the whole attribution job on digits) and ``grass-rs demo``.
+"""Command line: ``grass-rs attribute`` (the whole attribution job on digits), ``grass-rs lds``
+(linear datamodeling score), ``grass-rs study`` (speed–fidelity study) and ``grass-rs demo``.
 
 ``grass-rs attribute`` trains a small MLP on scikit-learn's bundled digits, fits an
 :class:`~grass_rs.attributor.Attributor` on the training set (compressed gradients in a resumable
@@ -25,7 +26,7 @@ from .store import StoreError
 
 __all__ = ["main"]
 
-COMPRESSORS = ("grass", "sjlt", "mask", "gaussian", "factgrass", "logra", "none")
+COMPRESSORS = ("grass", "sjlt", "mask", "gaussian", "rademacher", "srht", "factgrass", "logra", "none")
 
 
 def _parser() -> argparse.ArgumentParser:

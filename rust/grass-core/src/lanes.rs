@@ -13,7 +13,7 @@ use crate::sjlt::{Sjlt, SIGN_BIT};
 /// Samples per group (one 512-bit vector of `f32`).
 pub const LANES: usize = 16;
 /// Columns per transposed block.
-const LBLOCK: usize = 512;
+const LBLOCK: usize = 128;
 
 /// A vector of one value per lane.
 pub(crate) type Lanes<A> = [A; LANES];
@@ -107,10 +107,15 @@ fn scatter_avx2<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &mut 
 }
 
 /// `acc[bucket] ±= xt[m]` for each column `m` and each of its `c` entries.
+///
+/// Repeat-major: repeat `r` only touches the buckets of block `r` (`k/c` rows of the
+/// accumulator), so each pass keeps a smaller part of `acc` hot in L1. Every bucket receives
+/// contributions from one repeat only, in increasing `m` — the same order as column-major.
 #[inline(always)]
 fn scatter_portable<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &mut [Lanes<A>]) {
-    for (v, col) in xt.iter().zip(entries.chunks_exact(c)) {
-        for &e in col {
+    for r in 0..c {
+        for (v, col) in xt.iter().zip(entries.chunks_exact(c)) {
+            let e = col[r];
             let a = &mut acc[(e & !SIGN_BIT) as usize];
             let neg = e & SIGN_BIT != 0;
             for l in 0..LANES {

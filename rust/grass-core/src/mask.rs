@@ -88,7 +88,8 @@ pub fn gather_columns<T: Load<A>, A: Accum>(
             .for_each(|(o, xs)| {
                 for (orow, xrow) in o.chunks_exact_mut(k).zip(xs.chunks_exact(p)) {
                     for (dst, &i) in orow.iter_mut().zip(idx) {
-                        *dst = xrow[i].load();
+                        // SAFETY: every index was checked to be `< p` above and `xrow.len() == p`.
+                        *dst = unsafe { *xrow.get_unchecked(i) }.load();
                     }
                 }
             });
