@@ -249,6 +249,13 @@ def _scorer(train: Any, test: Any) -> Callable[[float, np.ndarray], torch.Tensor
     return score
 
 
+def _evaluate(task: Any, tr64: Any, te64: Any, dampings: Any, seed: int) -> Any:
+    """LDS of one projector seed (no bootstrap: seeds are combined afterwards)."""
+    return L.evaluate(
+        _scorer(tr64, te64), task.subsets, task.outputs, dampings=dampings, seed=seed, n_bootstrap=0
+    )
+
+
 def _timed_project(proj: Projector, x: torch.Tensor, repeats: int) -> tuple[torch.Tensor, float]:
     """``proj.project(x)`` after one warm-up call; the best of ``repeats`` timings."""
     out = torch.as_tensor(proj.project(x))
@@ -294,16 +301,7 @@ def run_one(
             compress_s = t_c
         t0 = time.perf_counter()
         tr64, te64 = tr.double(), te.double()
-        per_seed.append(
-            L.evaluate(
-                _scorer(tr64, te64),
-                task.subsets,
-                task.outputs,
-                dampings=dampings,
-                seed=seed,
-                n_bootstrap=0,
-            )
-        )
+        per_seed.append(_evaluate(task, tr64, te64, dampings, seed))
         if i == 0:
             score_s = time.perf_counter() - t0
     res = _combine(per_seed, n_bootstrap, seed)
@@ -590,16 +588,7 @@ def run_lm_one(
         t0 = time.perf_counter()
         tr64 = {n: g.double() for n, g in tr.items()}
         te64 = {n: g.double() for n, g in te.items()}
-        per_seed.append(
-            L.evaluate(
-                _scorer(tr64, te64),
-                task.subsets,
-                task.outputs,
-                dampings=dampings,
-                seed=seed,
-                n_bootstrap=0,
-            )
-        )
+        per_seed.append(_evaluate(task, tr64, te64, dampings, seed))
         if i == 0:
             capture_s, score_s = t_c, time.perf_counter() - t0
     res = _combine(per_seed, n_bootstrap, seed)

@@ -7,10 +7,9 @@ use grass_core::cuda::{self, DeviceCache, ElemType, Launch, Op};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use std::ffi::CStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::tensor::{DLDataType, DLTensor, DL_CPU, DL_CUDA};
+use crate::tensor::{borrow_raw, dtype_error, DLDataType, DL_CUDA};
 
 /// A borrowed, C-contiguous 2-D CUDA tensor (the capsule keeps the producer's tensor alive).
 struct CudaView<'py> {
@@ -44,76 +43,17 @@ fn elem_type(t: DLDataType) -> Option<ElemType> {
 /// Borrows `obj` (via `__dlpack__(stream=-1)`: no producer-side synchronization) as a 2-D
 /// C-contiguous CUDA tensor named `name`.
 fn borrow_cuda<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<CudaView<'py>> {
-    let py = obj.py();
-    let kwargs = PyDict::new(py);
+    let kwargs = PyDict::new(obj.py());
     kwargs.set_item("stream", -1)?;
-    let capsule = obj
-        .call_method("__dlpack__", (), Some(&kwargs))
-        .or_else(|_| obj.call_method0("__dlpack__"))
-        .map_err(|e| PyTypeError::new_err(format!("`{name}` does not support DLPack: {e}")))?;
-    let dl_name: &CStr = c"dltensor";
-    // SAFETY: `capsule` is a live Python object; PyCapsule_GetPointer checks that it is a capsule
-    // named "dltensor" and returns null (with an exception set) otherwise.
-    let raw = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), dl_name.as_ptr()) };
-    if raw.is_null() {
-        return Err(PyErr::take(py).unwrap_or_else(|| {
-            PyTypeError::new_err(format!("`{name}`: __dlpack__ gave no DLPack capsule"))
-        }));
-    }
-    // SAFETY: a "dltensor" capsule holds a valid DLManagedTensor (whose first field is the
-    // DLTensor) owned by the capsule, which the returned view keeps alive.
-    let t = unsafe { &*raw.cast::<DLTensor>() };
-    match t.device.device_type {
-        DL_CUDA => {}
-        DL_CPU => {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` is a CPU tensor; this call needs a CUDA tensor"
-            )))
-        }
-        d => {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` is on an unsupported device (DLPack type {d})"
-            )))
-        }
-    }
-    let dtype = elem_type(t.dtype).ok_or_else(|| {
-        PyTypeError::new_err(format!(
-            "`{name}` must be float16, bfloat16, float32 or float64"
-        ))
-    })?;
-    if t.ndim != 2 {
-        return Err(PyValueError::new_err(format!(
-            "`{name}` must be 2-D, got {} dimensions",
-            t.ndim
-        )));
-    }
-    // SAFETY: DLPack guarantees `shape` has `ndim` (= 2) entries, and `strides` is null or too.
-    let shape = unsafe { std::slice::from_raw_parts(t.shape, 2) };
-    let (rows, cols) = (
-        usize::try_from(shape[0]).unwrap_or(0),
-        usize::try_from(shape[1]).unwrap_or(0),
-    );
-    if !t.strides.is_null() {
-        // SAFETY: see above.
-        let strides = unsafe { std::slice::from_raw_parts(t.strides, 2) };
-        let ok = (cols <= 1 || strides[1] == 1) && (rows <= 1 || strides[0] == shape[1]);
-        if !ok {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` must be C-contiguous"
-            )));
-        }
-    }
-    rows.checked_mul(cols)
-        .and_then(|n| n.checked_mul(dtype.size()))
-        .ok_or_else(|| PyValueError::new_err(format!("`{name}` is too large")))?;
-    let ptr = t.data as u64 + t.byte_offset;
+    let raw = borrow_raw(obj, name, DL_CUDA, Some(&kwargs))?;
+    let dtype = elem_type(raw.dtype).ok_or_else(|| dtype_error(name))?;
     Ok(CudaView {
-        _capsule: capsule,
-        ptr,
-        rows,
-        cols,
+        _capsule: raw.capsule,
+        ptr: raw.ptr,
+        rows: raw.rows,
+        cols: raw.cols,
         dtype,
-        device: t.device.device_id,
+        device: raw.device_id,
     })
 }
 

@@ -6,6 +6,7 @@
 //! (its name stays `dltensor`), so its destructor calls the producer's deleter when dropped.
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::ffi::{c_void, CStr};
 
 #[repr(C)]
@@ -121,11 +122,40 @@ impl TensorView<'_> {
     }
 }
 
-/// Borrows `obj` (via `__dlpack__`) as a 2-D C-contiguous CPU tensor named `name`.
-pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'py>> {
-    let capsule = obj
-        .call_method0("__dlpack__")
-        .map_err(|e| PyTypeError::new_err(format!("`{name}` does not support DLPack: {e}")))?;
+/// A validated 2-D, C-contiguous DLPack tensor and the capsule that keeps it alive.
+pub(crate) struct RawTensor<'py> {
+    pub capsule: Bound<'py, PyAny>,
+    /// Address of the first element (`data + byte_offset`).
+    pub ptr: u64,
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DLDataType,
+    pub device_id: i32,
+}
+
+fn device_name(device_type: i32) -> &'static str {
+    match device_type {
+        DL_CPU => "CPU",
+        DL_CUDA => "CUDA",
+        _ => "unsupported-device",
+    }
+}
+
+/// Borrows `obj` through `__dlpack__(**kwargs)` (falling back to no arguments) as a 2-D
+/// C-contiguous tensor on a device of DLPack type `want` (`DL_CPU` or `DL_CUDA`).
+pub(crate) fn borrow_raw<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    want: i32,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<RawTensor<'py>> {
+    let capsule = match kwargs {
+        Some(kw) => obj
+            .call_method("__dlpack__", (), Some(kw))
+            .or_else(|_| obj.call_method0("__dlpack__")),
+        None => obj.call_method0("__dlpack__"),
+    }
+    .map_err(|e| PyTypeError::new_err(format!("`{name}` does not support DLPack: {e}")))?;
     let dl_name: &CStr = c"dltensor";
     // SAFETY: `capsule` is a live Python object; PyCapsule_GetPointer checks that it is a capsule
     // named "dltensor" and returns null (with an exception set) otherwise.
@@ -136,26 +166,19 @@ pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'
         }));
     }
     // SAFETY: a "dltensor" capsule holds a valid DLManagedTensor owned by the capsule, which we
-    // keep alive in the returned view.
+    // keep alive in the returned value.
     let t = unsafe { &(*raw.cast::<DLManagedTensor>()).dl_tensor };
-    match t.device.device_type {
-        DL_CPU => {}
-        DL_CUDA => {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` is a CUDA tensor; this call needs a CPU tensor"
-            )))
-        }
-        d => {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` is on an unsupported device (DLPack type {d})"
-            )))
-        }
+    let got = t.device.device_type;
+    if got != want {
+        return Err(PyValueError::new_err(match got {
+            DL_CPU | DL_CUDA => format!(
+                "`{name}` is a {} tensor; this call needs a {} tensor",
+                device_name(got),
+                device_name(want)
+            ),
+            d => format!("`{name}` is on an unsupported device (DLPack type {d})"),
+        }));
     }
-    let dtype = DType::from_dl(t.dtype).ok_or_else(|| {
-        PyTypeError::new_err(format!(
-            "`{name}` must be float16, bfloat16, float32 or float64"
-        ))
-    })?;
     if t.ndim != 2 {
         return Err(PyValueError::new_err(format!(
             "`{name}` must be 2-D, got {} dimensions",
@@ -178,12 +201,36 @@ pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'
             )));
         }
     }
-    let ptr = t.data as usize + t.byte_offset as usize;
-    Ok(TensorView {
-        _capsule: capsule,
+    rows.checked_mul(cols)
+        .and_then(|n| n.checked_mul(usize::from(t.dtype.bits / 8)))
+        .ok_or_else(|| PyValueError::new_err(format!("`{name}` is too large")))?;
+    let ptr = t.data as u64 + t.byte_offset;
+    Ok(RawTensor {
+        capsule,
         ptr,
         rows,
         cols,
+        dtype: t.dtype,
+        device_id: t.device.device_id,
+    })
+}
+
+/// The error for a tensor whose dtype grass-rs does not read.
+pub(crate) fn dtype_error(name: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "`{name}` must be float16, bfloat16, float32 or float64"
+    ))
+}
+
+/// Borrows `obj` (via `__dlpack__`) as a 2-D C-contiguous CPU tensor named `name`.
+pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'py>> {
+    let raw = borrow_raw(obj, name, DL_CPU, None)?;
+    let dtype = DType::from_dl(raw.dtype).ok_or_else(|| dtype_error(name))?;
+    Ok(TensorView {
+        _capsule: raw.capsule,
+        ptr: raw.ptr as usize,
+        rows: raw.rows,
+        cols: raw.cols,
         dtype,
     })
 }
