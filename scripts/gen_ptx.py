@@ -34,15 +34,15 @@ OPTIONS = [f"--gpu-architecture={ARCH}", "-std=c++17", "--include-path=.", "-def
 PTXAS_ARCHS = ("sm_80", "sm_90")
 
 
-def sources() -> list[Path]:
+def sources(kernel_dir: Path = KERNELS) -> list[Path]:
     """The kernel sources (``*.cu`` and ``*.cuh``), sorted by name."""
-    return sorted([*KERNELS.glob("*.cu"), *KERNELS.glob("*.cuh")], key=lambda p: p.name)
+    return sorted([*kernel_dir.glob("*.cu"), *kernel_dir.glob("*.cuh")], key=lambda p: p.name)
 
 
 def sources_sha256(kernel_dir: Path = KERNELS) -> str:
     """sha256 over every source: for each, sorted by name, ``name \\n byte-length \\n bytes``."""
     h = hashlib.sha256()
-    for p in sorted([*kernel_dir.glob("*.cu"), *kernel_dir.glob("*.cuh")], key=lambda p: p.name):
+    for p in sources(kernel_dir):
         data = p.read_bytes()
         h.update(f"{p.name}\n{len(data)}\n".encode())
         h.update(data)

@@ -45,6 +45,14 @@ __device__ __forceinline__ u32 grass_sjlt_entry(u64 key, u64 k, u64 c, u64 j, u6
         lo = r * k / c;
         span = (r + 1ULL) * k / c - lo;
     }
-    const u64 h = grass_hash(key, j * c + r);
-    return (u32)(lo + grass_below(h, span)) | (((u32)h & 1u) << 31);
+    return grass_sjlt_pack(grass_hash(key, j * c + r), lo, span);
+}
+
+// The same entry when repeats are walked in order r = 0, 1, ...: `lo` carries the start of block
+// r (0 for r = 0) and is advanced to the next block, saving one division per repeat.
+__device__ __forceinline__ u32 grass_sjlt_next(u64 key, u64 k, u64 c, u64 j, u64 r, u64* lo) {
+    const u64 hi = c == 1 ? k : grass_block_start(r + 1, k, c);
+    const u32 e = grass_sjlt_pack(grass_hash(key, j * c + r), *lo, hi - *lo);
+    *lo = hi;
+    return e;
 }

@@ -22,9 +22,7 @@ __device__ __forceinline__ void sjlt_accumulate(const T* __restrict__ x, A* acc,
         // Block bounds carried from one repeat to the next (one division per repeat).
         u64 lo = 0;
         for (u64 r = 0; r < c; ++r) {
-            const u64 hi = c == 1 ? k : grass_block_start(r + 1, k, c);
-            const u32 e = grass_sjlt_pack(grass_hash(key, m * c + r), lo, hi - lo);
-            lo = hi;
+            const u32 e = grass_sjlt_next(key, k, c, m, r, &lo);
             const u64 bucket = e & ~GRASS_SIGN_BIT;
             const bool neg = (e & GRASS_SIGN_BIT) != 0;
 #pragma unroll
@@ -143,9 +141,7 @@ __device__ __forceinline__ void sjlt_transpose(const A* __restrict__ y, A* __res
         for (int b = 0; b < GRASS_GROUP; ++b) acc[b] = (A)0;
         u64 lo = 0;
         for (u64 r = 0; r < c; ++r) {
-            const u64 hi = c == 1 ? k : grass_block_start(r + 1, k, c);
-            const u32 e = grass_sjlt_pack(grass_hash(key, m * c + r), lo, hi - lo);
-            lo = hi;
+            const u32 e = grass_sjlt_next(key, k, c, m, r, &lo);
             const u64 bucket = e & ~GRASS_SIGN_BIT;
             const bool neg = (e & GRASS_SIGN_BIT) != 0;
 #pragma unroll

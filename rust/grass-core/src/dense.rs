@@ -117,12 +117,13 @@ impl Dense {
         (r * c * inv, r * s * inv)
     }
 
-    /// Fills `tile[r][c] = entry(i0 + c, j0 + r)` for a `rows × cols` tile.
-    fn tile(&self, j0: usize, rows: usize, i0: usize, cols: usize, tile: &mut Vec<f32>) {
+    /// Fills `tile[r][c] = entry(i0 + c, j0 + r)` for a `rows × cols` tile (entries are `f32`,
+    /// widened exactly to `A`).
+    fn tile<A: Accum>(&self, j0: usize, rows: usize, i0: usize, cols: usize, tile: &mut Vec<A>) {
         tile.clear();
         if self.kind == DenseKind::Rademacher {
             for j in j0..j0 + rows {
-                tile.extend((i0..i0 + cols).map(|i| self.entry(i, j)));
+                tile.extend((i0..i0 + cols).map(|i| A::from_f32(self.entry(i, j))));
             }
             return;
         }
@@ -134,12 +135,12 @@ impl Dense {
             while n < n1 {
                 let (z0, z1) = self.gaussian_pair(n >> 1, inv);
                 if n & 1 == 1 {
-                    tile.push(z1);
+                    tile.push(A::from_f32(z1));
                     n += 1;
                 } else {
-                    tile.push(z0);
+                    tile.push(A::from_f32(z0));
                     if n + 1 < n1 {
-                        tile.push(z1);
+                        tile.push(A::from_f32(z1));
                     }
                     n += 2;
                 }
@@ -170,17 +171,15 @@ impl Dense {
                 let i0 = blk * COLS;
                 let cols = COLS.min(k - i0);
                 let mut acc = vec![A::ZERO; batch * cols];
-                let (mut tile, mut tile_a, mut xb) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut tile, mut xb) = (Vec::new(), Vec::new());
                 for j0 in (0..p).step_by(ROWS) {
                     let rows = ROWS.min(p - j0);
                     self.tile(j0, rows, i0, cols, &mut tile);
-                    tile_a.clear();
-                    tile_a.extend(tile.iter().map(|&v| A::from_f32(v)));
                     xb.clear();
                     for b in 0..batch {
                         xb.extend(x[b * p + j0..b * p + j0 + rows].iter().map(|v| v.load()));
                     }
-                    A::gemm_acc(batch, rows, cols, &xb, &tile_a, cols, 1, &mut acc);
+                    A::gemm_acc(batch, rows, cols, &xb, &tile, cols, 1, &mut acc);
                 }
                 for (b, a) in acc.chunks_exact(cols).enumerate() {
                     for (c, &v) in a.iter().enumerate() {
@@ -211,10 +210,9 @@ impl Dense {
                 let rows = rows_per.min(p - j0);
                 let mut tile = Vec::with_capacity(rows * k);
                 self.tile(j0, rows, 0, k, &mut tile);
-                let tile_a: Vec<A> = tile.iter().map(|&v| A::from_f32(v)).collect();
                 // (batch, rows) = y (batch, k) · tileᵀ (k, rows): tile is row-major (rows, k).
                 let mut acc = vec![A::ZERO; batch * rows];
-                A::gemm_acc(batch, k, rows, y, &tile_a, 1, k, &mut acc);
+                A::gemm_acc(batch, k, rows, y, &tile, 1, k, &mut acc);
                 for (b, a) in acc.chunks_exact(rows).enumerate() {
                     for (r, &v) in a.iter().enumerate() {
                         dst.write(b * p + j0 + r, v);

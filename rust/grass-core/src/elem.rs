@@ -21,8 +21,6 @@ pub trait Accum:
     fn from_f64(v: f64) -> Self;
     /// Converts from `f32` (exact).
     fn from_f32(v: f32) -> Self;
-    /// Converts to `f64` (exact).
-    fn to_f64(self) -> f64;
     /// Negates `self` when `negative` is true, branch-free (flips the IEEE sign bit).
     fn flip(self, negative: bool) -> Self;
 
@@ -104,10 +102,6 @@ impl Accum for f32 {
         v
     }
     #[inline(always)]
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-    #[inline(always)]
     fn flip(self, negative: bool) -> Self {
         f32::from_bits(self.to_bits() ^ (u32::from(negative) << 31))
     }
@@ -123,10 +117,6 @@ impl Accum for f64 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         f64::from(v)
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
     }
     #[inline(always)]
     fn flip(self, negative: bool) -> Self {

@@ -295,6 +295,26 @@ struct Io {
 }
 
 impl Io {
+    fn new(
+        input: u64,
+        in_type: ElemType,
+        out: u64,
+        acc: ElemType,
+        batch: usize,
+        cfg: Launch,
+    ) -> Self {
+        let stream = cfg.stream as sys::CUstream;
+        Self {
+            input,
+            in_type,
+            out,
+            acc,
+            batch,
+            device: cfg.device,
+            stream,
+        }
+    }
+
     /// Byte offset of row `b` of the input (`cols` wide) and of the output (`out_cols` wide).
     fn rows(&self, b: usize, cols: usize, out_cols: usize) -> Result<(u64, u64)> {
         Ok((
@@ -327,15 +347,7 @@ pub unsafe fn project(
     if batch == 0 {
         return Ok(());
     }
-    let io = Io {
-        input: x,
-        in_type: x_type,
-        out,
-        acc: x_type.accum(),
-        batch,
-        device: cfg.device,
-        stream: cfg.stream as sys::CUstream,
-    };
+    let io = Io::new(x, x_type, out, x_type.accum(), batch, cfg);
     let in_dim = op.dims().0;
     // SAFETY (all arms): the buffers satisfy this function's contract, forwarded to the kernels.
     unsafe {
@@ -598,15 +610,7 @@ pub unsafe fn transpose(
     if batch == 0 {
         return Ok(());
     }
-    let io = Io {
-        input: y,
-        in_type: y_type,
-        out,
-        acc: y_type,
-        batch,
-        device: cfg.device,
-        stream: cfg.stream as sys::CUstream,
-    };
+    let io = Io::new(y, y_type, out, y_type, batch, cfg);
     let (in_dim, k) = op.dims();
     let sfx = y_type.suffix();
     // SAFETY (all arms): the buffers satisfy this function's contract, forwarded to the kernels.
