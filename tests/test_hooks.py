@@ -594,3 +594,61 @@ def test_compress_input_validation() -> None:
     emb = grass_rs.LoGra(4).build(L.LayerInfo("e", "embedding", 3, 6, False))
     with pytest.raises(TypeError, match="integer token ids"):
         emb.compress_factors(torch.randn(2, 3), torch.randn(2, 6))
+
+
+# --- the fused CPU kernel behind FactGraSS (layers.masked_outer) --------------------------------
+
+
+def masked_outer_reference(go: torch.Tensor, x: torch.Tensor, rows, cols, bias: bool) -> torch.Tensor:
+    """``Σ_t δ_t[rows] ⊗ [x_t[cols], 1]`` with a float64 for-loop over tokens."""
+    go64, x64 = go.double(), x.double()
+    xt = x64[:, :, cols]
+    if bias:
+        xt = torch.cat([xt, torch.ones(*xt.shape[:2], 1, dtype=torch.float64)], dim=2)
+    z = torch.zeros(go.shape[0], len(rows), xt.shape[2], dtype=torch.float64)
+    for t in range(go.shape[1]):
+        z += go64[:, t, rows].unsqueeze(2) * xt[:, t].unsqueeze(1)
+    return z.reshape(go.shape[0], -1)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(
+    ("dtype", "tol"),
+    [(torch.float64, 1e-12), (torch.float32, 2e-5), (torch.bfloat16, 2e-5), (torch.float16, 2e-5)],
+)
+def test_fused_masked_outer_matches_loop(bias: bool, dtype: torch.dtype, tol: float) -> None:
+    # 300 tokens: three 128-token chunks, the last partial; 21 rows / 37 columns: partial tiles
+    gen = torch.Generator().manual_seed(3)
+    go = torch.randn(3, 300, 50, generator=gen).to(dtype)
+    x = torch.randn(3, 300, 45, generator=gen).to(dtype)
+    rows = torch.tensor(sorted(torch.randperm(50, generator=gen)[:21].tolist()))
+    cols = torch.tensor([44, 0, 3, 3, *range(5, 38)])  # any order, repeats allowed
+    info = linear_info(50, 45, bias)
+    cdt = L.compute_dtype(go, x)
+    got = L.masked_outer(info, go, x, rows, cols, bias, cdt)
+    assert got.dtype == cdt and got.shape == (3, 21 * (37 + bias))
+    want = masked_outer_reference(go, x, rows, cols, bias)
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 300**0.5)
+    # the gather + bmm path (taken for tensors that require grad) agrees
+    slow = L.masked_outer(info, go.requires_grad_(), x, rows, cols, bias, cdt).detach()
+    torch.testing.assert_close(got, slow, rtol=1e-4, atol=1e-4 if cdt == torch.float32 else 1e-10)
+
+
+def test_fused_masked_outer_mixed_dtypes_strided_and_thread_count() -> None:
+    gen = torch.Generator().manual_seed(4)
+    go = torch.randn(2, 40, 33, generator=gen, dtype=torch.float64)[:, :, ::3]  # 11 strided columns
+    x = torch.randn(2, 40, 9, generator=gen)  # float32
+    rows, cols = torch.arange(11), torch.tensor([8, 1, 2])
+    info = linear_info(11, 9, True)
+    got = L.masked_outer(info, go, x, rows, cols, True, torch.float64)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, masked_outer_reference(go, x.double(), rows, cols, True))
+    before = grass_rs.get_num_threads()
+    try:
+        grass_rs.set_num_threads(1)
+        one = L.masked_outer(info, go, x, rows, cols, True, torch.float64)
+        grass_rs.set_num_threads(3)
+        three = L.masked_outer(info, go, x, rows, cols, True, torch.float64)
+    finally:
+        grass_rs.set_num_threads(before)
+    assert torch.equal(one, got) and torch.equal(three, got)  # bit-identical for any thread count

@@ -215,13 +215,30 @@ def gather_columns(t: Tensor, idx: Tensor) -> Tensor:
     return out.view(*t.shape[:-1], idx.numel())
 
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _fused_ok(go: Tensor, x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether the Rust fused gather + outer-product kernel applies (CPU, no autograd, a float dtype)."""
+    return (
+        go.device.type == "cpu"
+        and x.device.type == "cpu"
+        and go.dtype in _FUSED_DTYPES
+        and x.dtype in _FUSED_DTYPES
+        and not (go.requires_grad or x.requires_grad)
+        and go.shape[1] > 0
+    )
+
+
 def masked_outer(
     info: LayerInfo, go: Tensor, x: Tensor, rows: Tensor, cols: Tensor, bias_col: bool, dtype: torch.dtype
 ) -> Tensor:
     """The block ``G[rows][:, cols (+ bias column)]`` of each sample's gradient, from the factors.
 
     Computes ``Σ_t δ_t[rows] x̃_t[cols]ᵀ``; the bias column (``x̃ = 1``) is ``Σ_t δ_t[rows]``, appended
-    last when ``bias_col``. The full gradient is never formed.
+    last when ``bias_col``. The full gradient is never formed. On CPU this is one Rust call that
+    gathers token chunks straight into a register-blocked outer-product kernel (the gathered
+    factors are never stored); elsewhere a gather and a ``bmm``.
 
     Args:
         info: a matrix layer.
@@ -236,6 +253,21 @@ def masked_outer(
     Returns:
         ``(batch, s_out · (s_in + bias_col))``, row-major.
     """
+    if info.kind != "embedding" and _fused_ok(go, x, dtype):
+        if go.dtype != x.dtype:
+            go, x = go.to(dtype), x.to(dtype)
+        batch, tokens = go.shape[0], go.shape[1]
+        out = torch.empty(batch, rows.numel() * (cols.numel() + int(bias_col)), dtype=dtype)
+        _core.masked_outer(
+            go.reshape(batch * tokens, -1).contiguous(),
+            x.reshape(batch * tokens, -1).contiguous(),
+            tokens,
+            rows.tolist(),
+            cols.tolist(),
+            bias_col,
+            out,
+        )
+        return out
     a = gather_columns(go, rows).to(dtype)
     b = (x.unsqueeze(-1) == cols).to(dtype) if info.kind == "embedding" else gather_columns(x, cols).to(dtype)
     z = torch.bmm(a.transpose(1, 2), b)

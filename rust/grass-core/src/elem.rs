@@ -23,6 +23,9 @@ pub trait Accum:
     fn from_f32(v: f32) -> Self;
     /// Negates `self` when `negative` is true, branch-free (flips the IEEE sign bit).
     fn flip(self, negative: bool) -> Self;
+    /// `self · a + b` with one rounding (a single instruction only where the caller's target
+    /// features include FMA; a slow library call otherwise).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 
     /// `C += A · B` for row-major `A` `(m, k)`, `B` given by its strides `(k, n)`, `C` `(m, n)`
     /// (matrixmultiply's SIMD kernels; each `C` element sums over `k` in the same order for any
@@ -105,6 +108,10 @@ impl Accum for f32 {
     fn flip(self, negative: bool) -> Self {
         f32::from_bits(self.to_bits() ^ (u32::from(negative) << 31))
     }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
     impl_gemm!(matrixmultiply::sgemm);
 }
 
@@ -121,6 +128,10 @@ impl Accum for f64 {
     #[inline(always)]
     fn flip(self, negative: bool) -> Self {
         f64::from_bits(self.to_bits() ^ (u64::from(negative) << 63))
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
     impl_gemm!(matrixmultiply::dgemm);
 }

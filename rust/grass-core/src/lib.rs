@@ -7,6 +7,7 @@
 //! * [`Mask`] — uniform random coordinate selection without replacement;
 //! * [`Grass`] — `SJLT ∘ MASK`, fused so that only the selected coordinates are read;
 //! * [`Dense`] — dense Gaussian / Rademacher projections generated on the fly from the hash;
+//! * [`outer::masked_outer`] — FactGraSS's masked block `Σ_t δ_t[rows] ⊗ x̃_t[cols]`, fused;
 //! * [`Srht`] — subsampled randomized Hadamard transform (FJLT), `O(p log p)` per sample.
 //!
 //! Every random choice comes from one counter-based hash ([`hash`]); the seed → matrix contract is
@@ -24,6 +25,7 @@ pub mod grass;
 pub mod hash;
 pub mod lanes;
 pub mod mask;
+pub mod outer;
 pub mod parallel;
 mod simd;
 pub mod sjlt;

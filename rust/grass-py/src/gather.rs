@@ -53,3 +53,80 @@ pub fn gather_columns(
         }
     }
 }
+
+/// FactGraSS's masked block, fused: `out[b] = Σ_t go[b, t, rows] ⊗ [x[b, t, cols], 1 if bias]`.
+///
+/// `go` `(batch · tokens, d_out)` and `x` `(batch · tokens, d_in)` are C-contiguous CPU tensors
+/// of one dtype; `out` is `(batch, len(rows) · (len(cols) + bias))`, float32 (float64 for
+/// float64 input).
+#[pyfunction]
+pub fn masked_outer(
+    py: Python<'_>,
+    go: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    tokens: usize,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+    bias: bool,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let (gv, xv, ov) = (borrow(go, "go")?, borrow(x, "x")?, borrow(out, "out")?);
+    if gv.dtype != xv.dtype {
+        return Err(PyTypeError::new_err(format!(
+            "`go` and `x` must have the same dtype, got {:?} and {:?}",
+            gv.dtype, xv.dtype
+        )));
+    }
+    if tokens == 0 || gv.rows % tokens != 0 || xv.rows != gv.rows {
+        return Err(PyValueError::new_err(format!(
+            "`go` ({} rows) and `x` ({} rows) must both have batch · tokens rows, tokens = {tokens}",
+            gv.rows, xv.rows
+        )));
+    }
+    let shape = grass_core::outer::OuterShape {
+        batch: gv.rows / tokens,
+        tokens,
+        d_out: gv.cols,
+        d_in: xv.cols,
+    };
+    disjoint(&gv, &ov)?;
+    disjoint(&xv, &ov)?;
+    let (rows, cols) = (&rows, &cols);
+    // SAFETY (all arms): the slice types match the checked dtypes, `out` is disjoint from both
+    // inputs, and all three Python objects are borrowed by this frame for the whole call.
+    unsafe {
+        match (gv.dtype, ov.dtype) {
+            (DType::F32, DType::F32) => {
+                let (g, x, o) = (gv.slice::<f32>(), xv.slice::<f32>(), ov.slice_mut::<f32>());
+                run_detached(py, || {
+                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+                })
+            }
+            (DType::F16, DType::F32) => {
+                let (g, x, o) = (gv.slice::<f16>(), xv.slice::<f16>(), ov.slice_mut::<f32>());
+                run_detached(py, || {
+                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+                })
+            }
+            (DType::BF16, DType::F32) => {
+                let (g, x, o) = (
+                    gv.slice::<bf16>(),
+                    xv.slice::<bf16>(),
+                    ov.slice_mut::<f32>(),
+                );
+                run_detached(py, || {
+                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+                })
+            }
+            (DType::F64, DType::F64) => {
+                let (g, x, o) = (gv.slice::<f64>(), xv.slice::<f64>(), ov.slice_mut::<f64>());
+                run_detached(py, || {
+                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+                })
+            }
+            _ => Err(PyTypeError::new_err(
+                "`out` must be float64 for float64 input, float32 otherwise",
+            )),
+        }
+    }
+}

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::gather::gather_columns;
+    use super::gather::{gather_columns, masked_outer};
     #[pymodule_export]
     use super::projector::PyProjector;
 

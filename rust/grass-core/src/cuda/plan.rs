@@ -379,7 +379,7 @@ mod tests {
     fn dense_plan_is_size_only() {
         let a = dense_plan(1 << 20, 4096, 4);
         assert_eq!(a.n_split, DENSE_MAX_SPLIT);
-        assert!(a.chunk * a.n_split >= 1 << 20 && a.chunk % DENSE_TILE == 0);
+        assert!(a.chunk * a.n_split >= 1 << 20 && a.chunk.is_multiple_of(DENSE_TILE));
         assert!(a.scratch_bytes(4096, a.batch_per_launch, 4) <= DENSE_SCRATCH);
         assert_eq!(a.grid(4096, 64), (16, 2, DENSE_MAX_SPLIT as u32));
         let small = dense_plan(100, 7, 8);

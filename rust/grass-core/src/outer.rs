@@ -1,0 +1,626 @@
+//! The masked block of factorized per-sample gradients (FactGraSS's inner step), fused:
+//!
+//! `Z[b] = Σ_t δ[b, t, rows] ⊗ x̃[b, t, cols]`, `(s_out, s_in [+1])` per sample, where `x̃` is the
+//! layer input with a constant-one bias column appended. This is `G[rows][:, cols]` of each
+//! sample's gradient `G = Σ_t δ_t x̃_tᵀ` without forming `G` (`d_out · d_in` values), and without
+//! materializing the gathered factors either: each worker gathers a token chunk of its sample
+//! straight into the packed layout of a register-blocked outer-product kernel (`MR × NR`
+//! accumulators, `MR` rows of `δ` broadcast against `NR` columns of `x̃`), so the gathered values
+//! are read once from L1/L2 while the accumulators stay in registers.
+//!
+//! Every element of `Z` is summed over `t = 0, 1, …, T−1` in that order by exactly one kernel
+//! (chunks reload the partial sums into the accumulators), so the result does not depend on the
+//! number of threads, the chunk size or the work split.
+use crate::elem::{Accum, Load};
+use crate::error::{invalid, Result};
+use crate::{check_len, parallel};
+use rayon::prelude::*;
+
+/// Tokens gathered per chunk (the packed chunk of a 128 + 128-column block is ~256 KiB in `f32`,
+/// L2-resident).
+const CHUNK: usize = 128;
+
+/// The shape of a [`masked_outer`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterShape {
+    /// Samples.
+    pub batch: usize,
+    /// Tokens per sample (`1` for 2-D layer inputs).
+    pub tokens: usize,
+    /// Width of `δ` (the layer's output dimension).
+    pub d_out: usize,
+    /// Width of `x` (the layer's input dimension, without the bias column).
+    pub d_in: usize,
+}
+
+/// `out[b] = Σ_t δ[b, t, rows] ⊗ [x[b, t, cols], 1 if bias]`, row-major `(len(rows), len(cols) + bias)`.
+///
+/// `go` is row-major `(batch, tokens, d_out)`, `x` `(batch, tokens, d_in)`; `rows` / `cols` are
+/// indices into `d_out` / `d_in` (any order, repeats allowed); `bias` appends the column of the
+/// constant-one input (the bias gradient `Σ_t δ[b, t, rows]`) last.
+///
+/// # Errors
+/// `Shape` when a buffer's length does not match; `InvalidArgument` when an index is out of range.
+pub fn masked_outer<T: Load<A>, A: Micro>(
+    go: &[T],
+    x: &[T],
+    shape: OuterShape,
+    rows: &[usize],
+    cols: &[usize],
+    bias: bool,
+    out: &mut [A],
+) -> Result<()> {
+    masked_outer_split(
+        go,
+        x,
+        shape,
+        rows,
+        cols,
+        bias,
+        out,
+        parallel::get_num_threads(),
+    )
+}
+
+/// [`masked_outer`] with the work split for `threads` workers (the result does not depend on it).
+fn masked_outer_split<T: Load<A>, A: Micro>(
+    go: &[T],
+    x: &[T],
+    shape: OuterShape,
+    rows: &[usize],
+    cols: &[usize],
+    bias: bool,
+    out: &mut [A],
+    threads: usize,
+) -> Result<()> {
+    let OuterShape {
+        batch,
+        tokens,
+        d_out,
+        d_in,
+    } = shape;
+    let bt = batch
+        .checked_mul(tokens)
+        .ok_or(crate::Error::TooLarge { what: "go" })?;
+    check_len("go", go.len(), bt, d_out)?;
+    check_len("x", x.len(), bt, d_in)?;
+    let n = cols.len() + usize::from(bias);
+    check_len("out", out.len(), batch, rows.len().saturating_mul(n))?;
+    if let Some(&bad) = rows.iter().find(|&&i| i >= d_out) {
+        return Err(invalid(
+            "rows",
+            format!("index {bad} is out of range for d_out = {d_out}"),
+        ));
+    }
+    if let Some(&bad) = cols.iter().find(|&&i| i >= d_in) {
+        return Err(invalid(
+            "cols",
+            format!("index {bad} is out of range for d_in = {d_in}"),
+        ));
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    let job = Job {
+        go,
+        x,
+        shape,
+        rows,
+        cols,
+        bias,
+    };
+    let groups = row_groups(batch, rows.len(), threads);
+    let mut items: Vec<(usize, usize, &mut [A])> = Vec::with_capacity(batch * groups.len());
+    for (b, zb) in out.chunks_exact_mut(rows.len() * n).enumerate() {
+        let mut rest = zb;
+        for &(r0, r1) in &groups {
+            let (head, tail) = rest.split_at_mut((r1 - r0) * n);
+            items.push((b, r0, head));
+            rest = tail;
+        }
+    }
+    parallel::install(|| {
+        items
+            .into_par_iter()
+            .for_each(|(b, r0, z)| A::with_scratch(|scratch| job.run(b, r0, z, scratch)));
+    });
+    Ok(())
+}
+
+/// Splits `0..m` rows into contiguous groups so that `batch × groups` work items keep every
+/// thread busy (one group per sample when the batch alone suffices).
+fn row_groups(batch: usize, m: usize, threads: usize) -> Vec<(usize, usize)> {
+    const ALIGN: usize = 8;
+    let want = (2 * threads).div_ceil(batch.max(1)).max(1);
+    let per = m.div_ceil(want).div_ceil(ALIGN) * ALIGN;
+    let per = per.max(ALIGN);
+    (0..m)
+        .step_by(per)
+        .map(|r0| (r0, (r0 + per).min(m)))
+        .collect()
+}
+
+/// One call's inputs, shared by all work items.
+struct Job<'a, T> {
+    go: &'a [T],
+    x: &'a [T],
+    shape: OuterShape,
+    rows: &'a [usize],
+    cols: &'a [usize],
+    bias: bool,
+}
+
+impl<T> Job<'_, T> {
+    /// Rows `r0 .. r0 + z.len() / n` of sample `b`'s block: gathers each token chunk into two
+    /// row-major panels (`ap` `(tc, m_pad)`, `bp` `(tc, n_pad)`, zero padding to whole tiles), then
+    /// accumulates every `mr × nr` tile of `z` over the chunk with the widest kernel the CPU runs.
+    fn run<A: Micro>(&self, b: usize, r0: usize, z: &mut [A], scratch: &mut Vec<A>)
+    where
+        T: Load<A>,
+    {
+        let OuterShape {
+            tokens,
+            d_out,
+            d_in,
+            ..
+        } = self.shape;
+        let kernel = A::kernel();
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        let n = self.cols.len() + usize::from(self.bias);
+        let rows = &self.rows[r0..r0 + z.len() / n];
+        let m = rows.len();
+        // Row strides: whole tiles plus one 64-byte line, so that a tile's column strip (one
+        // short run per token) spreads over all L1 sets instead of a few power-of-two ones.
+        let line = (64 / std::mem::size_of::<A>()).max(1);
+        let (m_pad, n_pad) = (m.div_ceil(mr) * mr + line, n.div_ceil(nr) * nr + line);
+        let chunk = CHUNK.min(tokens);
+        // `scratch` is the worker's own buffer, kept across items and calls (no page faults);
+        // the padding columns are zeroed here and never written.
+        let (a_len, b_len) = (chunk * m_pad, chunk * n_pad);
+        scratch.clear();
+        scratch.resize(a_len + b_len + mr * nr, A::ZERO);
+        let (ap, rest) = scratch.split_at_mut(a_len);
+        let (bp, acc) = rest.split_at_mut(b_len);
+        if self.bias {
+            for row in bp.chunks_exact_mut(n_pad) {
+                row[n - 1] = A::from_f32(1.0);
+            }
+        }
+        let go = &self.go[b * tokens * d_out..(b + 1) * tokens * d_out];
+        let x = &self.x[b * tokens * d_in..(b + 1) * tokens * d_in];
+        for t0 in (0..tokens).step_by(chunk) {
+            let tc = chunk.min(tokens - t0);
+            let (go_c, x_c) = (&go[t0 * d_out..], &x[t0 * d_in..]);
+            for ((arow, brow), (g, xr)) in ap
+                .chunks_exact_mut(m_pad)
+                .zip(bp.chunks_exact_mut(n_pad))
+                .zip(go_c.chunks_exact(d_out).zip(x_c.chunks_exact(d_in)))
+                .take(tc)
+            {
+                for (d, &r) in arow.iter_mut().zip(rows) {
+                    *d = g[r].load();
+                }
+                for (d, &c) in brow.iter_mut().zip(self.cols) {
+                    *d = xr[c].load();
+                }
+            }
+            // Column tiles outer: one column strip of `bp` stays in L1 while the row strips stream.
+            for j in (0..n).step_by(nr) {
+                let nw = nr.min(n - j);
+                let bs = &bp[j..(tc - 1) * n_pad + j + nr];
+                for i in (0..m).step_by(mr) {
+                    let mh = mr.min(m - i);
+                    let a_s = &ap[i..(tc - 1) * m_pad + i + mr];
+                    acc.fill(A::ZERO);
+                    if t0 > 0 {
+                        for r in 0..mh {
+                            acc[r * nr..][..nw].copy_from_slice(&z[(i + r) * n + j..][..nw]);
+                        }
+                    }
+                    // SAFETY: `A::kernel()` only returns kernels whose target features this CPU
+                    // has; `a_s` / `bs` hold `tc` rows of strides `m_pad` / `n_pad` (the last one
+                    // `mr` / `nr` wide) and `acc` has `mr · nr` elements.
+                    unsafe { (kernel.tile)(a_s, m_pad, bs, n_pad, tc, acc) };
+                    for r in 0..mh {
+                        z[(i + r) * n + j..][..nw].copy_from_slice(&acc[r * nr..][..nw]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `tile(a, lda, b, ldb, tc, acc)` of a [`Kernel`].
+type TileFn<A> = unsafe fn(&[A], usize, &[A], usize, usize, &mut [A]);
+
+/// A register-blocked outer-product kernel: `acc[r][c] += Σ_t a[t·lda + r] · b[t·ldb + c]` for
+/// `t < tc` in token order, `r < mr`, `c < nr`, into a row-major `(mr, nr)` accumulator.
+pub struct Kernel<A> {
+    mr: usize,
+    nr: usize,
+    /// `tile(a, lda, b, ldb, tc, acc)`; panics unless `a` / `b` hold `tc` strided rows and
+    /// `acc.len() == mr · nr`.
+    ///
+    /// # Safety
+    /// The CPU must have the kernel's target features.
+    tile: TileFn<A>,
+}
+
+/// Accumulator types with outer-product kernels (`f32`, `f64`).
+pub trait Micro: Accum {
+    /// The widest kernel this CPU runs.
+    fn kernel() -> Kernel<Self>;
+    /// Runs `f` on this thread's scratch buffer (kept for the thread's lifetime).
+    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+}
+
+/// Checks that `a` / `b` hold `tc` rows of strides `lda` / `ldb` and widths `mr` / `nr`.
+fn check_panels<A>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize, mr: usize, nr: usize) {
+    assert!(
+        tc > 0
+            && lda >= mr
+            && ldb >= nr
+            && a.len() >= (tc - 1) * lda + mr
+            && b.len() >= (tc - 1) * ldb + nr,
+        "outer-product panels out of bounds"
+    );
+}
+
+/// The portable kernel (`4 × 4`, separate multiply and add).
+fn tile_portable<A: Accum>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize, acc: &mut [A]) {
+    const M: usize = 4;
+    check_panels(a, lda, b, ldb, tc, M, M);
+    let mut c = [[A::ZERO; M]; M];
+    for (r, row) in c.iter_mut().enumerate() {
+        row.copy_from_slice(&acc[r * M..][..M]);
+    }
+    for t in 0..tc {
+        let (at, bt) = (&a[t * lda..][..M], &b[t * ldb..][..M]);
+        for r in 0..M {
+            for k in 0..M {
+                c[r][k] += at[r] * bt[k];
+            }
+        }
+    }
+    for (r, row) in c.iter().enumerate() {
+        acc[r * M..][..M].copy_from_slice(row);
+    }
+}
+
+/// An x86 SIMD kernel: `$mr` rows × `$nv` vectors of `$lanes` lanes, fused multiply-add.
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_tile {
+    ($name:ident, $feat:literal, $t:ty, $lanes:expr, $mr:expr, $nv:expr,
+     $load:ident, $store:ident, $set1:ident, $fma:ident) => {
+        #[target_feature(enable = $feat)]
+        fn $name(a: &[$t], lda: usize, b: &[$t], ldb: usize, tc: usize, acc: &mut [$t]) {
+            use std::arch::x86_64::*;
+            const NR: usize = $nv * $lanes;
+            check_panels(a, lda, b, ldb, tc, $mr, NR);
+            assert!(acc.len() == $mr * NR);
+            let (pa, pb, pc) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
+            // SAFETY (all pointer reads / writes): `acc` has `$mr·NR` elements, and for `t < tc`
+            // rows `t·lda .. t·lda + $mr` of `a` and `t·ldb .. t·ldb + NR` of `b` are in bounds
+            // (checked above); unaligned loads / stores are used throughout.
+            unsafe {
+                let mut c = [[$set1(0.0); $nv]; $mr];
+                for r in 0..$mr {
+                    for v in 0..$nv {
+                        c[r][v] = $load(pc.add(r * NR + v * $lanes));
+                    }
+                }
+                for t in 0..tc {
+                    let mut bv = [$set1(0.0); $nv];
+                    for v in 0..$nv {
+                        bv[v] = $load(pb.add(t * ldb + v * $lanes));
+                    }
+                    for r in 0..$mr {
+                        let ar = $set1(*pa.add(t * lda + r));
+                        for v in 0..$nv {
+                            c[r][v] = $fma(ar, bv[v], c[r][v]);
+                        }
+                    }
+                }
+                for r in 0..$mr {
+                    for v in 0..$nv {
+                        $store(pc.add(r * NR + v * $lanes), c[r][v]);
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+simd_tile!(
+    tile_f32_avx512,
+    "avx512f",
+    f32,
+    16,
+    8,
+    2,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps
+);
+#[cfg(target_arch = "x86_64")]
+simd_tile!(
+    tile_f64_avx512,
+    "avx512f",
+    f64,
+    8,
+    8,
+    2,
+    _mm512_loadu_pd,
+    _mm512_storeu_pd,
+    _mm512_set1_pd,
+    _mm512_fmadd_pd
+);
+#[cfg(target_arch = "x86_64")]
+simd_tile!(
+    tile_f32_avx2,
+    "avx2,fma",
+    f32,
+    8,
+    6,
+    2,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps
+);
+#[cfg(target_arch = "x86_64")]
+simd_tile!(
+    tile_f64_avx2,
+    "avx2,fma",
+    f64,
+    4,
+    6,
+    2,
+    _mm256_loadu_pd,
+    _mm256_storeu_pd,
+    _mm256_set1_pd,
+    _mm256_fmadd_pd
+);
+
+macro_rules! impl_micro {
+    ($t:ty, $avx512:ident, $lanes512:expr, $avx2:ident, $lanes2:expr) => {
+        impl Micro for $t {
+            fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|s| match s.try_borrow_mut() {
+                    Ok(mut v) => f(&mut v),
+                    Err(_) => f(&mut Vec::new()), // re-entered (a nested call): a fresh buffer
+                })
+            }
+
+            fn kernel() -> Kernel<Self> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        return Kernel {
+                            mr: 8,
+                            nr: 2 * $lanes512,
+                            tile: $avx512,
+                        };
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        return Kernel {
+                            mr: 6,
+                            nr: 2 * $lanes2,
+                            tile: $avx2,
+                        };
+                    }
+                }
+                Kernel {
+                    mr: 4,
+                    nr: 4,
+                    tile: tile_portable::<$t>,
+                }
+            }
+        }
+    };
+}
+impl_micro!(f32, tile_f32_avx512, 16, tile_f32_avx2, 8);
+impl_micro!(f64, tile_f64_avx512, 8, tile_f64_avx2, 4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    }
+
+    /// The definition, in float64 with plain loops.
+    fn reference(
+        go: &[f64],
+        x: &[f64],
+        s: OuterShape,
+        rows: &[usize],
+        cols: &[usize],
+        bias: bool,
+    ) -> Vec<f64> {
+        let n = cols.len() + usize::from(bias);
+        let mut z = vec![0.0; s.batch * rows.len() * n];
+        for b in 0..s.batch {
+            for t in 0..s.tokens {
+                let g = &go[(b * s.tokens + t) * s.d_out..];
+                let xr = &x[(b * s.tokens + t) * s.d_in..];
+                for (m, &r) in rows.iter().enumerate() {
+                    for j in 0..n {
+                        let xv = if j < cols.len() { xr[cols[j]] } else { 1.0 };
+                        z[(b * rows.len() + m) * n + j] += g[r] * xv;
+                    }
+                }
+            }
+        }
+        z
+    }
+
+    fn case(s: OuterShape, rows: &[usize], cols: &[usize], bias: bool, threads: usize) {
+        let mut st = 7u64;
+        let go: Vec<f64> = (0..s.batch * s.tokens * s.d_out)
+            .map(|_| lcg(&mut st))
+            .collect();
+        let x: Vec<f64> = (0..s.batch * s.tokens * s.d_in)
+            .map(|_| lcg(&mut st))
+            .collect();
+        let want = reference(&go, &x, s, rows, cols, bias);
+        let n = cols.len() + usize::from(bias);
+        let mut z64 = vec![f64::NAN; s.batch * rows.len() * n];
+        masked_outer_split(&go, &x, s, rows, cols, bias, &mut z64, threads).unwrap();
+        for (g, w) in z64.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        let go32: Vec<f32> = go.iter().map(|&v| v as f32).collect();
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let mut z32 = vec![f32::NAN; z64.len()];
+        masked_outer(&go32, &x32, s, rows, cols, bias, &mut z32).unwrap();
+        let tol = 1e-5 * (s.tokens as f64).sqrt();
+        for (g, w) in z32.iter().zip(&want) {
+            assert!((f64::from(*g) - w).abs() <= tol, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn matches_the_definition() {
+        let s = OuterShape {
+            batch: 3,
+            tokens: 300, // two chunks, the second partial
+            d_out: 50,
+            d_in: 40,
+        };
+        let rows: Vec<usize> = (0..50).step_by(3).collect(); // 17: a partial row tile
+        let cols = [
+            39, 0, 5, 5, 17, 22, 31, 2, 8, 9, 10, 11, 12, 13, 14, 15, 16, 33, 34,
+        ];
+        for bias in [false, true] {
+            for threads in [1, 2, 5] {
+                case(s, &rows, &cols, bias, threads);
+            }
+        }
+        let one = OuterShape {
+            batch: 1,
+            tokens: 1,
+            d_out: 3,
+            d_in: 2,
+        };
+        case(one, &[2], &[1], true, 3);
+        case(one, &[0, 1, 2], &[], true, 1);
+    }
+
+    #[test]
+    fn thread_count_and_chunking_do_not_change_bits() {
+        let s = OuterShape {
+            batch: 2,
+            tokens: 700,
+            d_out: 64,
+            d_in: 48,
+        };
+        let mut st = 3u64;
+        let go: Vec<f32> = (0..2 * 700 * 64).map(|_| lcg(&mut st) as f32).collect();
+        let x: Vec<f32> = (0..2 * 700 * 48).map(|_| lcg(&mut st) as f32).collect();
+        let rows: Vec<usize> = (0..64).collect();
+        let cols: Vec<usize> = (0..48).rev().collect();
+        let run = |threads: usize| {
+            let mut z = vec![0f32; 2 * 64 * 49];
+            masked_outer_split(&go, &x, s, &rows, &cols, true, &mut z, threads).unwrap();
+            z
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(7));
+    }
+
+    /// Every kernel this CPU can run (portable, AVX2, AVX-512) against the plain sum, on strided
+    /// panels, accumulating onto a non-zero `acc`.
+    fn kernels_match<A: Micro + Into<f64>>(
+        kernels: &[(usize, usize, TileFn<A>)],
+        from: fn(f64) -> A,
+        tol: f64,
+    ) {
+        let mut st = 11u64;
+        for &(mr, nr, tile) in kernels {
+            let (tc, lda, ldb) = (37, mr + 3, nr + 5);
+            let a: Vec<A> = (0..tc * lda).map(|_| from(lcg(&mut st))).collect();
+            let b: Vec<A> = (0..tc * ldb).map(|_| from(lcg(&mut st))).collect();
+            let init: Vec<A> = (0..mr * nr).map(|_| from(lcg(&mut st))).collect();
+            let mut acc = init.clone();
+            // SAFETY: the kernels listed are the ones this CPU supports (checked by the caller).
+            unsafe { tile(&a, lda, &b, ldb, tc, &mut acc) };
+            for r in 0..mr {
+                for c in 0..nr {
+                    let want: f64 = init[r * nr + c].into()
+                        + (0..tc)
+                            .map(|t| a[t * lda + r].into() * b[t * ldb + c].into())
+                            .sum::<f64>();
+                    let got: f64 = acc[r * nr + c].into();
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{mr}x{nr} [{r}][{c}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_the_sum() {
+        let mut k32: Vec<(usize, usize, TileFn<f32>)> = vec![(4, 4, tile_portable::<f32>)];
+        let mut k64: Vec<(usize, usize, TileFn<f64>)> = vec![(4, 4, tile_portable::<f64>)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                k32.push((6, 16, tile_f32_avx2));
+                k64.push((6, 8, tile_f64_avx2));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                k32.push((8, 32, tile_f32_avx512));
+                k64.push((8, 16, tile_f64_avx512));
+            }
+        }
+        kernels_match(&k32, |v| v as f32, 1e-5);
+        kernels_match(&k64, |v| v, 1e-12);
+        let (a, b) = (f32::kernel(), f64::kernel());
+        assert!(a.mr * a.nr >= 16 && b.mr * b.nr >= 16);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let s = OuterShape {
+            batch: 1,
+            tokens: 2,
+            d_out: 3,
+            d_in: 2,
+        };
+        let (go, x) = (vec![0f32; 6], vec![0f32; 4]);
+        let mut z = vec![0f32; 2];
+        assert!(matches!(
+            masked_outer(&go, &x, s, &[3], &[0], true, &mut z),
+            Err(crate::Error::InvalidArgument { name: "rows", .. })
+        ));
+        assert!(matches!(
+            masked_outer(&go, &x, s, &[0], &[2], true, &mut z),
+            Err(crate::Error::InvalidArgument { name: "cols", .. })
+        ));
+        assert!(matches!(
+            masked_outer(&go, &x, s, &[0], &[1], false, &mut z),
+            Err(crate::Error::Shape { what: "out", .. })
+        ));
+        assert!(matches!(
+            masked_outer(&go[..5], &x, s, &[0], &[1], true, &mut z),
+            Err(crate::Error::Shape { what: "go", .. })
+        ));
+    }
+}
