@@ -169,6 +169,12 @@ impl Sjlt {
         if batch == 0 {
             return;
         }
+        if batch <= LANES {
+            // One group: nothing to parallelize, so run on the calling thread (waking pool
+            // threads costs more than such a call on a virtualized machine).
+            project_group(self, n_cols, batch, |j0, xt| fill(0, batch, j0, xt), out);
+            return;
+        }
         parallel::install(|| {
             out.par_chunks_mut(LANES * k)
                 .enumerate()
