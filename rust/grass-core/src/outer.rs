@@ -20,6 +20,9 @@ use rayon::prelude::*;
 /// L2-resident).
 const CHUNK: usize = 128;
 
+/// Below this many gathered plus written elements a call runs on the calling thread.
+const SMALL_WORK: usize = 1 << 16;
+
 /// The shape of a [`masked_outer`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OuterShape {
@@ -109,6 +112,8 @@ fn masked_outer_split<T: Load<A>, A: Micro>(
         cols,
         bias,
     };
+    // Small calls run on the calling thread: waking the pool costs tens of microseconds here.
+    let work = bt.saturating_mul(rows.len() + cols.len()) + out.len();
     let groups = row_groups(batch, rows.len(), threads);
     let mut items: Vec<(usize, usize, &mut [A])> = Vec::with_capacity(batch * groups.len());
     for (b, zb) in out.chunks_exact_mut(rows.len() * n).enumerate() {
@@ -119,11 +124,14 @@ fn masked_outer_split<T: Load<A>, A: Micro>(
             rest = tail;
         }
     }
-    parallel::install(|| {
-        items
-            .into_par_iter()
-            .for_each(|(b, r0, z)| A::with_scratch(|scratch| job.run(b, r0, z, scratch)));
-    });
+    let run = |(b, r0, z): (usize, usize, &mut [A])| {
+        A::with_scratch(|scratch| job.run(b, r0, z, scratch));
+    };
+    if work < SMALL_WORK || threads == 1 {
+        items.into_iter().for_each(run);
+    } else {
+        parallel::install(|| items.into_par_iter().for_each(run));
+    }
     Ok(())
 }
 
