@@ -1,7 +1,6 @@
 //! `_core.gather_columns`: a parallel column gather used by the factorized compressors.
 use crate::gil::run_detached;
-use crate::tensor::{borrow, disjoint, DType};
-use half::{bf16, f16};
+use crate::tensor::{borrow, disjoint, with_io_types};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -30,27 +29,10 @@ pub fn gather_columns(
     // SAFETY (all arms): the slice types match the checked dtypes, `x` and `out` are disjoint,
     // and both Python objects are borrowed by this frame for the whole call.
     unsafe {
-        match (xv.dtype, ov.dtype) {
-            (DType::F32, DType::F32) => {
-                let (a, b) = (xv.slice::<f32>(), ov.slice_mut::<f32>());
-                run_detached(py, || grass_core::mask::gather_columns(a, rows, p, idx, b))
-            }
-            (DType::F16, DType::F32) => {
-                let (a, b) = (xv.slice::<f16>(), ov.slice_mut::<f32>());
-                run_detached(py, || grass_core::mask::gather_columns(a, rows, p, idx, b))
-            }
-            (DType::BF16, DType::F32) => {
-                let (a, b) = (xv.slice::<bf16>(), ov.slice_mut::<f32>());
-                run_detached(py, || grass_core::mask::gather_columns(a, rows, p, idx, b))
-            }
-            (DType::F64, DType::F64) => {
-                let (a, b) = (xv.slice::<f64>(), ov.slice_mut::<f64>());
-                run_detached(py, || grass_core::mask::gather_columns(a, rows, p, idx, b))
-            }
-            _ => Err(PyTypeError::new_err(
-                "`out` must be float64 for float64 input, float32 otherwise",
-            )),
-        }
+        with_io_types!(xv.dtype, ov.dtype, |T, A| {
+            let (a, b) = (xv.slice::<T>(), ov.slice_mut::<A>());
+            run_detached(py, || grass_core::mask::gather_columns(a, rows, p, idx, b))
+        })
     }
 }
 
@@ -95,38 +77,11 @@ pub fn masked_outer(
     // SAFETY (all arms): the slice types match the checked dtypes, `out` is disjoint from both
     // inputs, and all three Python objects are borrowed by this frame for the whole call.
     unsafe {
-        match (gv.dtype, ov.dtype) {
-            (DType::F32, DType::F32) => {
-                let (g, x, o) = (gv.slice::<f32>(), xv.slice::<f32>(), ov.slice_mut::<f32>());
-                run_detached(py, || {
-                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
-                })
-            }
-            (DType::F16, DType::F32) => {
-                let (g, x, o) = (gv.slice::<f16>(), xv.slice::<f16>(), ov.slice_mut::<f32>());
-                run_detached(py, || {
-                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
-                })
-            }
-            (DType::BF16, DType::F32) => {
-                let (g, x, o) = (
-                    gv.slice::<bf16>(),
-                    xv.slice::<bf16>(),
-                    ov.slice_mut::<f32>(),
-                );
-                run_detached(py, || {
-                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
-                })
-            }
-            (DType::F64, DType::F64) => {
-                let (g, x, o) = (gv.slice::<f64>(), xv.slice::<f64>(), ov.slice_mut::<f64>());
-                run_detached(py, || {
-                    grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
-                })
-            }
-            _ => Err(PyTypeError::new_err(
-                "`out` must be float64 for float64 input, float32 otherwise",
-            )),
-        }
+        with_io_types!(gv.dtype, ov.dtype, |T, A| {
+            let (g, x, o) = (gv.slice::<T>(), xv.slice::<T>(), ov.slice_mut::<A>());
+            run_detached(py, || {
+                grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+            })
+        })
     }
 }

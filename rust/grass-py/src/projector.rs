@@ -1,8 +1,7 @@
 //! `_core.Projector`: one Python class over every grass-core projector.
 use crate::gil::run_detached;
-use crate::tensor::{borrow, disjoint, DType, TensorView};
+use crate::tensor::{borrow, disjoint, with_io_types, DType, TensorView};
 use grass_core::{Dense, DenseKind, Grass, Mask, Sjlt, Srht};
-use half::{bf16, f16};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -188,23 +187,9 @@ impl PyProjector {
         // SAFETY (all arms): the slice types match the checked dtypes, `x` and `out` are disjoint,
         // and both Python objects are borrowed by this frame for the whole call.
         unsafe {
-            match (xv.dtype, ov.dtype) {
-                (DType::F32, DType::F32) => {
-                    run(py, &inner, xv.slice::<f32>(), batch, ov.slice_mut::<f32>())
-                }
-                (DType::F16, DType::F32) => {
-                    run(py, &inner, xv.slice::<f16>(), batch, ov.slice_mut::<f32>())
-                }
-                (DType::BF16, DType::F32) => {
-                    run(py, &inner, xv.slice::<bf16>(), batch, ov.slice_mut::<f32>())
-                }
-                (DType::F64, DType::F64) => {
-                    run(py, &inner, xv.slice::<f64>(), batch, ov.slice_mut::<f64>())
-                }
-                _ => Err(PyTypeError::new_err(
-                    "`out` must be float64 for float64 input, float32 otherwise",
-                )),
-            }
+            with_io_types!(xv.dtype, ov.dtype, |T, A| {
+                run(py, &inner, xv.slice::<T>(), batch, ov.slice_mut::<A>())
+            })
         }
     }
 

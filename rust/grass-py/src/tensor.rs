@@ -45,6 +45,41 @@ struct DLManagedTensor {
 pub(crate) const DL_CPU: i32 = 1;
 pub(crate) const DL_CUDA: i32 = 2;
 
+/// Runs `$body` with the Rust types `$t` (input element) and `$a` (accumulator / output) bound
+/// for the CPU dtype pair `($input, $output)`: float16/bfloat16/float32 → float32, float64 →
+/// float64; any other pair is a `TypeError`.
+macro_rules! with_io_types {
+    ($input:expr, $output:expr, |$t:ident, $a:ident| $body:expr) => {{
+        use $crate::tensor::DType;
+        match ($input, $output) {
+            (DType::F32, DType::F32) => {
+                type $t = f32;
+                type $a = f32;
+                $body
+            }
+            (DType::F16, DType::F32) => {
+                type $t = half::f16;
+                type $a = f32;
+                $body
+            }
+            (DType::BF16, DType::F32) => {
+                type $t = half::bf16;
+                type $a = f32;
+                $body
+            }
+            (DType::F64, DType::F64) => {
+                type $t = f64;
+                type $a = f64;
+                $body
+            }
+            _ => Err(pyo3::exceptions::PyTypeError::new_err(
+                "`out` must be float64 for float64 input, float32 otherwise",
+            )),
+        }
+    }};
+}
+pub(crate) use with_io_types;
+
 /// The element types grass-rs reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
