@@ -79,11 +79,21 @@ impl Grass {
         check_len("x", x.len(), batch, p)?;
         check_len("out", out.len(), batch, self.out_dim())?;
         let idx = self.mask.indices();
-        self.sjlt
-            .project_with(batch, out, idx.len(), |b0, rows, j0, xt| {
+        self.sjlt.project_with(
+            batch,
+            out,
+            idx.len(),
+            |b0, rows, j0, xt| {
                 let sel = &idx[j0..j0 + xt.len()];
                 gather_lanes(&lane_rows(x, p, b0, rows), sel.iter().copied(), xt);
-            });
+            },
+            |b, j0, vals| {
+                let row = &x[b * p..(b + 1) * p];
+                for (v, &i) in vals.iter_mut().zip(&idx[j0..]) {
+                    *v = row[i].load();
+                }
+            },
+        );
         Ok(())
     }
 

@@ -48,6 +48,41 @@ pub(crate) fn project_group<A: Accum>(
     }
 }
 
+/// Projects one sample with scalar arithmetic: exactly one lane of [`project_group`] (columns in
+/// increasing order, sign flips by XOR, the same final scaling), so results are bit-identical.
+///
+/// `row(j0, vals)` writes columns `j0 .. j0 + vals.len()` of the sample; `out` is its
+/// `(out_dim,)` output, overwritten.
+pub(crate) fn project_one<A: Accum>(
+    sjlt: &Sjlt,
+    n_cols: usize,
+    row: impl Fn(usize, &mut [A]),
+    out: &mut [A],
+) {
+    let c = sjlt.c();
+    debug_assert!(out.len() == sjlt.out_dim());
+    out.fill(A::ZERO);
+    let mut vals = vec![A::ZERO; LBLOCK.min(n_cols)];
+    let mut ebuf = Vec::new();
+    for j0 in (0..n_cols).step_by(LBLOCK) {
+        let n = LBLOCK.min(n_cols - j0);
+        let entries = sjlt.entries(j0, n, &mut ebuf);
+        row(j0, &mut vals[..n]);
+        for (&v, col) in vals[..n].iter().zip(entries.chunks_exact(c)) {
+            for &e in col {
+                let a = &mut out[(e & !SIGN_BIT) as usize];
+                *a += v.flip(e & SIGN_BIT != 0);
+            }
+        }
+    }
+    if c > 1 {
+        let scale: A = sjlt.scale();
+        for v in out.iter_mut() {
+            *v = *v * scale;
+        }
+    }
+}
+
 /// The `LANES` input rows of group `b0` (of `rows` real samples) of a row-major `(batch, p)`
 /// buffer; missing lanes repeat the first row (their results are computed and discarded).
 pub(crate) fn lane_rows<T>(x: &[T], p: usize, b0: usize, rows: usize) -> [&[T]; LANES] {

@@ -6,7 +6,7 @@
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::hash::{below, hash, stream_key, Stream};
-use crate::lanes::{gather_lanes, lane_rows, project_group, Lanes, LANES};
+use crate::lanes::{gather_lanes, lane_rows, project_group, project_one, Lanes, LANES};
 use crate::{check_len, parallel};
 use rayon::prelude::*;
 
@@ -14,6 +14,8 @@ use rayon::prelude::*;
 pub const TABLE_LIMIT: usize = 1 << 25;
 /// Coordinates processed per block (the unit of on-the-fly index generation).
 pub(crate) const BLOCK: usize = 4096;
+/// Batches up to this size are projected sample by sample (see [`Sjlt::project_with`]).
+pub(crate) const SCALAR_ROWS: usize = 2;
 /// Bit of a table entry that holds the sign (set = negative).
 pub const SIGN_BIT: u32 = 1 << 31;
 
@@ -146,27 +148,51 @@ impl Sjlt {
         check_len("x", x.len(), batch, self.in_dim)?;
         check_len("out", out.len(), batch, self.out_dim)?;
         let p = self.in_dim;
-        self.project_with(batch, out, p, |b0, rows, j0, xt| {
-            let (n, src) = (xt.len(), lane_rows(x, p, b0, rows));
-            if !T::transpose_block(&src, j0, xt) {
-                gather_lanes(&src, j0..j0 + n, xt);
-            }
-        });
+        self.project_with(
+            batch,
+            out,
+            p,
+            |b0, rows, j0, xt| {
+                let (n, src) = (xt.len(), lane_rows(x, p, b0, rows));
+                if !T::transpose_block(&src, j0, xt) {
+                    gather_lanes(&src, j0..j0 + n, xt);
+                }
+            },
+            |b, j0, vals| {
+                let row = &x[b * p + j0..][..vals.len()];
+                for (v, &xv) in vals.iter_mut().zip(row) {
+                    *v = xv.load();
+                }
+            },
+        );
         Ok(())
     }
 
     /// Core loop shared with GraSS: samples are processed in groups of [`LANES`] (see
     /// [`crate::lanes`]); `fill(b0, rows, j0, xt)` writes column `j0 + m` of sample `b0 + l` into
-    /// `xt[m][l]` for `l < rows`.
+    /// `xt[m][l]` for `l < rows`. Batches of at most [`SCALAR_ROWS`] samples are projected one
+    /// sample per task instead (the same arithmetic in the same order, without a lane group's
+    /// 16-wide work for one sample); `row(b, j0, vals)` writes columns `j0 ..` of sample `b`.
     pub(crate) fn project_with<A: Accum>(
         &self,
         batch: usize,
         out: &mut [A],
         n_cols: usize,
         fill: impl Fn(usize, usize, usize, &mut [Lanes<A>]) + Sync,
+        row: impl Fn(usize, usize, &mut [A]) + Sync,
     ) {
         let k = self.out_dim;
         if batch == 0 {
+            return;
+        }
+        if batch <= SCALAR_ROWS {
+            let one =
+                |(b, o): (usize, &mut [A])| project_one(self, n_cols, |j0, v| row(b, j0, v), o);
+            if batch == 1 || n_cols < 1 << 16 {
+                out.chunks_mut(k).enumerate().for_each(one);
+            } else {
+                parallel::install(|| out.par_chunks_mut(k).enumerate().for_each(one));
+            }
             return;
         }
         if batch <= LANES {

@@ -151,6 +151,40 @@ fn bit_identical_across_thread_counts() {
 }
 
 #[test]
+fn bit_identical_across_batch_splits() {
+    // Batches of 1-2 samples take the per-sample path, 3-16 one lane group, more several
+    // groups: every split of the same rows gives the same bits, for SJLT (c = 1 and 3) and GraSS.
+    let (p, k, batch) = (70_000, 300, 19);
+    let x: Vec<f32> = data(batch * p, 5).into_iter().map(|v| v as f32).collect();
+    type Project = Box<dyn Fn(&[f32], usize, &mut [f32])>;
+    let projectors: Vec<Project> = vec![
+        {
+            let s = Sjlt::new(p, k, 1, 2).unwrap();
+            Box::new(move |x, b, o| s.project(x, b, o).unwrap())
+        },
+        {
+            let s = Sjlt::new(p, k, 3, 2).unwrap();
+            Box::new(move |x, b, o| s.project(x, b, o).unwrap())
+        },
+        {
+            let g = Grass::new(p, k, 5000, 2, 2).unwrap();
+            Box::new(move |x, b, o| g.project(x, b, o).unwrap())
+        },
+    ];
+    for proj in &projectors {
+        let mut whole = vec![0f32; batch * k];
+        proj(&x, batch, &mut whole);
+        for split in [1usize, 2, 3, 7, 16] {
+            let mut parts = vec![0f32; batch * k];
+            for (xs, os) in x.chunks(split * p).zip(parts.chunks_mut(split * k)) {
+                proj(xs, xs.len() / p, os);
+            }
+            assert_eq!(whole, parts, "split {split}");
+        }
+    }
+}
+
+#[test]
 fn on_the_fly_hashing_matches_the_table() {
     // Past TABLE_LIMIT the index table is generated per block instead of cached: same matrix.
     let p = grass_core::sjlt::TABLE_LIMIT / 2 + 3;
