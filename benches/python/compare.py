@@ -105,6 +105,17 @@ def main() -> None:
         f"\nGraSS 8192 → 2048 at in_dim {args.big_in_dim}: {t * 1e3:.2f} ms vs read floor "
         f"{big_floor * 1e3:.2f} ms → {t / big_floor:.4f} × floor (sub-linear: reads only the mask)"
     )
+    del big
+    one = torch.randn(args.big_in_dim)  # a single gradient vector
+    one_floor = timeit(lambda: one.sum(), r)
+    s1 = grass_rs.SJLT(args.big_in_dim, 2048, seed=0)
+    t1 = timeit(lambda: s1(one), r)
+    ts1 = torch_sjlt(s1)
+    tt = timeit(lambda: ts1(one.unsqueeze(0)), 3)
+    print(
+        f"SJLT c=1 → 2048 of one vector of {args.big_in_dim}: {t1 * 1e3:.2f} ms = {t1 / one_floor:.1f} × "
+        f"read floor ({one_floor * 1e3:.2f} ms); torch index_add_ {tt / one_floor:.1f} ×"
+    )
 
 
 if __name__ == "__main__":
