@@ -407,9 +407,17 @@ def test_bad_inputs() -> None:
     # the non-contiguous input is copied by the Python layer
     xt = torch.randn(100, 3, device=DEV).T
     close(proj.project(xt), proj.project(xt.cpu()), torch.float32, 100)
-    if hasattr(grass_rs, "SRHT"):
-        with pytest.raises(TypeError, match="CUDA"):
-            grass_rs.SRHT(64, 8).project(torch.randn(2, 64, device=DEV))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_srht_on_cuda_matches_cpu(dtype: torch.dtype) -> None:
+    # SRHT has no PTX kernel: CUDA tensors take the torch FWHT path on the device.
+    proj = grass_rs.SRHT(1000, 64, seed=3)
+    x, y = torch.randn(5, 1000, dtype=dtype), torch.randn(5, 64, dtype=dtype)
+    got = proj.project(x.to(DEV))
+    assert got.device.type == "cuda" and got.dtype == dtype
+    close(got.cpu(), proj.project(x), dtype, 1024)
+    close(proj.transpose(y.to(DEV)).cpu(), proj.transpose(y), dtype, 1024)
 
 
 def test_gradients_sized_benchmark_smoke() -> None:

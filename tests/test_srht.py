@@ -132,3 +132,31 @@ def test_exported() -> None:
     assert grass_rs.SRHT is SRHT
     assert "SRHT" in grass_rs.__all__
     assert repr(SRHT(10, 4, seed=3)) == "SRHT(in_dim=10, out_dim=4, seed=3)"
+
+
+# --- the torch path (non-CPU devices, e.g. CUDA), checked here on CPU tensors --------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64, 512])
+def test_fwht_is_the_sylvester_hadamard_product(n: int) -> None:
+    from grass_rs.projection import fwht
+
+    x = torch.randn(3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    h = torch.from_numpy(hadamard(n).astype(np.float64))
+    torch.testing.assert_close(fwht(x.clone()), x @ h)
+    with pytest.raises(ValueError, match="power-of-two"):
+        fwht(torch.zeros(2, 6))
+
+
+@pytest.mark.parametrize(("p", "k"), [(1, 1), (37, 5), (64, 64), (1000, 128)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_torch_path_matches_rust(p: int, k: int, dtype: torch.dtype) -> None:
+    proj = SRHT(p, k, seed=p + k)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, p, generator=gen).to(dtype)
+    y = torch.randn(4, k, generator=gen).to(dtype)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    got = proj._project_torch(x)
+    assert got.dtype == proj.project(x).dtype
+    torch.testing.assert_close(got, proj.project(x), **tol)
+    torch.testing.assert_close(proj._transpose_torch(y), proj.transpose(y), **tol)

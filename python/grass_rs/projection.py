@@ -270,6 +270,7 @@ class SRHT(Projector):
         if out_dim > padded:
             raise ValueError(f"`out_dim` ({out_dim}) must be ≤ next_power_of_two(in_dim) ({padded}) for SRHT")
         self.padded_dim = padded
+        self._parts_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__(_core.Projector.srht(in_dim, out_dim, check_seed(seed)), seed)
 
     def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,3 +278,72 @@ class SRHT(Projector):
         rows, negative = self._core.srht_parts()
         signs = torch.tensor([-1.0 if neg else 1.0 for neg in negative], dtype=torch.float64)
         return torch.tensor(rows, dtype=torch.int64), signs
+
+    def project(self, x: Array) -> Array:
+        """Computes ``P x`` for each row (see :meth:`Projector.project`).
+
+        CPU input runs the Rust transform; other devices (CUDA) run :func:`fwht` in torch on the
+        tensor's device, the same matrix up to rounding (a radix-2 summation order).
+        """
+        b = as_batch(x, "x", self.in_dim, dims_name="in_dim")
+        t = b.tensor
+        if t.device.type == "cpu":
+            out = torch.empty((t.shape[0], self.out_dim), dtype=out_dtype(t.dtype), device=t.device)
+            _run_core("project", self._core, t, out)
+            return b.result(out)
+        return b.result(self._project_torch(t))
+
+    __call__ = project
+
+    def transpose(self, y: Array) -> Array:
+        """Computes ``Pᵀ y`` for each row (see :meth:`Projector.transpose`; non-CPU devices as in
+        :meth:`project`)."""
+        b = as_batch(y, "y", self.out_dim, dims_name="out_dim")
+        t = b.tensor
+        if t.device.type == "cpu":
+            return super().transpose(y)
+        return b.result(self._transpose_torch(t))
+
+    def _project_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """``P x`` of a 2-D tensor with torch ops on its device."""
+        rows, signs = self._device_parts(x.device, out_dtype(x.dtype))
+        buf = torch.zeros((x.shape[0], self.padded_dim), dtype=signs.dtype, device=x.device)
+        buf[:, : self.in_dim] = x.detach().to(signs.dtype) * signs
+        return fwht(buf).index_select(1, rows) * self.out_dim**-0.5
+
+    def _transpose_torch(self, y: torch.Tensor) -> torch.Tensor:
+        """``Pᵀ y`` of a 2-D tensor with torch ops on its device."""
+        rows, signs = self._device_parts(y.device, out_dtype(y.dtype))
+        buf = torch.zeros((y.shape[0], self.padded_dim), dtype=signs.dtype, device=y.device)
+        buf[:, rows] = y.detach().to(signs.dtype)
+        return fwht(buf)[:, : self.in_dim] * signs * self.out_dim**-0.5
+
+    def _device_parts(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``parts()`` on ``device``, signs in ``dtype`` (cached)."""
+        key = (device, dtype)
+        if key not in self._parts_cache:
+            rows, signs = self.parts()
+            self._parts_cache[key] = (rows.to(device), signs.to(device=device, dtype=dtype))
+        return self._parts_cache[key]
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Fast Walsh–Hadamard transform along the last axis (unnormalized, Sylvester order, i.e.
+    ``x @ scipy.linalg.hadamard(n)``), with torch ops on ``x``'s device: ``log₂ n`` radix-2 passes.
+
+    Args:
+        x: ``(batch, n)`` with ``n`` a power of two.
+
+    Raises:
+        ValueError: ``n`` is not a power of two.
+    """
+    batch, n = x.shape
+    if n & (n - 1):
+        raise ValueError(f"fwht needs a power-of-two length, got {n}")
+    h = 1
+    while h < n:
+        v = x.view(batch, n // (2 * h), 2, h)
+        a, b = v[:, :, 0], v[:, :, 1]
+        x = torch.stack((a + b, a - b), dim=2).view(batch, n)
+        h *= 2
+    return x
