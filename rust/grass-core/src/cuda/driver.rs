@@ -295,6 +295,11 @@ struct Io {
 }
 
 impl Io {
+    /// Kernel `{base}_{suffix of ty}` of `module` on this call's device.
+    fn kernel(&self, module: &ptx::Module, base: &str, ty: ElemType) -> Result<sys::CUfunction> {
+        function(self.device, module, &format!("{base}_{}", ty.suffix()))
+    }
+
     fn new(
         input: u64,
         in_type: ElemType,
@@ -418,11 +423,7 @@ unsafe fn sjlt_project(
     // SAFETY: `out` holds batch · k accumulators (contract).
     unsafe { zero(io.out, io.out_bytes(k)?, io.stream)? };
     let plan = plan::atomic_plan(n_cols, io.batch, k, io.acc.size());
-    let f = function(
-        io.device,
-        &ptx::SJLT,
-        &format!("sjlt_project_atomic_{}", io.in_type.suffix()),
-    )?;
+    let f = io.kernel(&ptx::SJLT, "sjlt_project_atomic", io.in_type)?;
     for (b0, nb) in plan::batch_chunks(io.batch, plan.batch_per_launch) {
         let (xp, op) = io.rows(b0, in_dim, k)?;
         let grid = (plan.grid.0, nb.div_ceil(plan.group) as u32, 1);
@@ -444,7 +445,7 @@ unsafe fn sjlt_project(
         unsafe { launch(f, grid, plan.smem_bytes, io.stream, &args)? };
     }
     if c > 1 {
-        let f = function(io.device, &ptx::SJLT, &format!("scale_{}", io.acc.suffix()))?;
+        let f = io.kernel(&ptx::SJLT, "scale", io.acc)?;
         let n = io.batch * k;
         let args = [Arg::U64(io.out), usize_arg(n), acc_arg(io.acc, scale)];
         // SAFETY: `out` holds n accumulators.
@@ -463,67 +464,75 @@ unsafe fn csr_project(
     scale: f64,
     apply: bool,
 ) -> Result<()> {
-    let f = function(
-        io.device,
-        &ptx::SJLT,
-        &format!("sjlt_project_csr_{}", io.in_type.suffix()),
-    )?;
-    let reduce = function(
-        io.device,
-        &ptx::SJLT,
-        &format!("csr_reduce_{}", io.acc.suffix()),
-    )?;
+    let f = io.kernel(&ptx::SJLT, "sjlt_project_csr", io.in_type)?;
+    let reduce = io.kernel(&ptx::SJLT, "csr_reduce", io.acc)?;
     let plan = plan::csr_plan(csr.n_chunks, k, io.acc.size());
     for (b0, nb) in plan::batch_chunks(io.batch, plan.batch_per_launch) {
         let (xp, op) = io.rows(b0, in_dim, k)?;
         let scratch = plan::CsrPlan::scratch_bytes(csr.n_chunks, k, nb, io.acc.size());
-        let part = if scratch == 0 {
-            op
-        } else {
-            // SAFETY: a stream-ordered allocation in the current context, freed below on the same stream.
-            unsafe { result::malloc_async(io.stream, scratch) }
-                .map_err(|e| cuda_err("cuMemAllocAsync", e))?
-        };
-        let single = scratch == 0;
-        let args = [
-            Arg::U64(xp),
-            Arg::U64(part),
-            usize_arg(nb),
-            usize_arg(in_dim),
-            usize_arg(k),
-            usize_arg(csr.n_chunks),
-            Arg::U64(csr.row_ptr.ptr),
-            Arg::U64(csr.entries.ptr),
-            acc_arg(io.acc, scale),
-            Arg::I32(i32::from(apply && single)),
-        ];
         let grid = plan::csr_grid(nb, k, csr.n_chunks);
-        // SAFETY: `part` holds n_chunks · nb · k accumulators (or is the output rows with one chunk);
-        // the tables hold the CSR the kernel indexes.
-        let r = unsafe { launch(f, grid, 0, io.stream, &args) };
-        if single {
-            r?;
-            continue;
-        }
-        let n = nb * k;
-        let args = [
-            Arg::U64(part),
-            Arg::U64(op),
-            usize_arg(n),
-            usize_arg(csr.n_chunks),
-            acc_arg(io.acc, scale),
-            Arg::I32(i32::from(apply)),
-        ];
-        // SAFETY: `part` and the output rows are in bounds; the scratch is freed after, in stream order.
-        let r2 = r.and_then(|()| unsafe {
-            launch(reduce, (plan::grid_1d(n), 1, 1), 0, io.stream, &args)
-        });
-        // SAFETY: `part` came from cuMemAllocAsync on this stream; the kernels using it precede the free.
-        let r3 = unsafe { result::free_async(part, io.stream) }
-            .map_err(|e| cuda_err("cuMemFreeAsync", e));
-        r2.and(r3)?;
+        let main = |part: u64, direct: bool| {
+            let args = [
+                Arg::U64(xp),
+                Arg::U64(part),
+                usize_arg(nb),
+                usize_arg(in_dim),
+                usize_arg(k),
+                usize_arg(csr.n_chunks),
+                Arg::U64(csr.row_ptr.ptr),
+                Arg::U64(csr.entries.ptr),
+                acc_arg(io.acc, scale),
+                Arg::I32(i32::from(apply && direct)),
+            ];
+            // SAFETY: `part` holds n_chunks · nb · k accumulators (or is the output rows with one
+            // chunk); the tables hold the CSR the kernel indexes.
+            unsafe { launch(f, grid, 0, io.stream, &args) }
+        };
+        let fold = |part: u64| {
+            let n = nb * k;
+            let args = [
+                Arg::U64(part),
+                Arg::U64(op),
+                usize_arg(n),
+                usize_arg(csr.n_chunks),
+                acc_arg(io.acc, scale),
+                Arg::I32(i32::from(apply)),
+            ];
+            // SAFETY: `part` and the output rows are in bounds.
+            unsafe { launch(reduce, (plan::grid_1d(n), 1, 1), 0, io.stream, &args) }
+        };
+        // SAFETY: `op` is the output rows of this launch's samples.
+        unsafe { split_reduce(io, op, scratch, main, fold)? };
     }
     Ok(())
+}
+
+/// Runs a split computation: `main(part, direct)` writes partial results into `part`, and with
+/// `scratch_bytes == 0` that is the output rows `out_rows` themselves (`direct`); otherwise `part`
+/// is a stream-ordered scratch allocation that `fold(part)` reduces into the output rows, freed
+/// after it in stream order (also when a launch failed).
+///
+/// # Safety
+/// `out_rows` must be valid for what `main` writes when `direct`; the closures' launches must
+/// only touch `part` and the output rows.
+unsafe fn split_reduce(
+    io: &Io,
+    out_rows: u64,
+    scratch_bytes: usize,
+    main: impl FnOnce(u64, bool) -> Result<()>,
+    fold: impl FnOnce(u64) -> Result<()>,
+) -> Result<()> {
+    if scratch_bytes == 0 {
+        return main(out_rows, true);
+    }
+    // SAFETY: a stream-ordered allocation in the current context, freed below on the same stream.
+    let part = unsafe { result::malloc_async(io.stream, scratch_bytes) }
+        .map_err(|e| cuda_err("cuMemAllocAsync", e))?;
+    let r = main(part, false).and_then(|()| fold(part));
+    // SAFETY: `part` came from cuMemAllocAsync on this stream; the kernels using it precede the free.
+    let freed =
+        unsafe { result::free_async(part, io.stream) }.map_err(|e| cuda_err("cuMemFreeAsync", e));
+    r.and(freed)
 }
 
 fn dense_key(d: &crate::Dense) -> (u64, i32) {
@@ -542,57 +551,39 @@ unsafe fn dense_project(io: &Io, d: &crate::Dense) -> Result<()> {
     let (p, k) = (d.in_dim(), d.out_dim());
     let (key, kind) = dense_key(d);
     let plan = plan::dense_plan(p, k, io.acc.size());
-    let f = function(
-        io.device,
-        &ptx::DENSE,
-        &format!("dense_project_{}", io.in_type.suffix()),
-    )?;
-    let reduce = function(
-        io.device,
-        &ptx::DENSE,
-        &format!("dense_reduce_{}", io.acc.suffix()),
-    )?;
+    let f = io.kernel(&ptx::DENSE, "dense_project", io.in_type)?;
+    let reduce = io.kernel(&ptx::DENSE, "dense_reduce", io.acc)?;
     for (b0, nb) in plan::batch_chunks(io.batch, plan.batch_per_launch) {
         let (xp, op) = io.rows(b0, p, k)?;
         let scratch_bytes = plan.scratch_bytes(k, nb, io.acc.size());
-        let part = if scratch_bytes == 0 {
-            op
-        } else {
-            // SAFETY: a stream-ordered allocation in the current context, freed below on the same stream.
-            unsafe { result::malloc_async(io.stream, scratch_bytes) }
-                .map_err(|e| cuda_err("cuMemAllocAsync", e))?
+        let main = |part: u64, _direct: bool| {
+            let args = [
+                Arg::U64(xp),
+                Arg::U64(part),
+                usize_arg(nb),
+                usize_arg(p),
+                usize_arg(k),
+                Arg::U64(key),
+                Arg::I32(kind),
+                Arg::F32(dense_inv(k)),
+                usize_arg(plan.chunk),
+            ];
+            // SAFETY: `part` holds n_split · nb · k accumulators (or is the output rows when
+            // n_split = 1).
+            unsafe { launch(f, plan.grid(k, nb), 0, io.stream, &args) }
         };
-        let args = [
-            Arg::U64(xp),
-            Arg::U64(part),
-            usize_arg(nb),
-            usize_arg(p),
-            usize_arg(k),
-            Arg::U64(key),
-            Arg::I32(kind),
-            Arg::F32(dense_inv(k)),
-            usize_arg(plan.chunk),
-        ];
-        // SAFETY: `part` holds n_split · nb · k accumulators (or is the output rows when n_split = 1).
-        let r = unsafe { launch(f, plan.grid(k, nb), 0, io.stream, &args) };
-        if scratch_bytes != 0 {
+        let fold = |part: u64| {
             let args = [
                 Arg::U64(part),
                 Arg::U64(op),
                 usize_arg(nb * k),
                 usize_arg(plan.n_split),
             ];
-            // SAFETY: `part` and the output rows are in bounds; the scratch is freed after, in order.
-            let r2 = r.and_then(|()| unsafe {
-                launch(reduce, (plan::grid_1d(nb * k), 1, 1), 0, io.stream, &args)
-            });
-            // SAFETY: `part` came from cuMemAllocAsync on this stream; kernels using it precede the free.
-            let r3 = unsafe { result::free_async(part, io.stream) }
-                .map_err(|e| cuda_err("cuMemFreeAsync", e));
-            r2.and(r3)?;
-        } else {
-            r?;
-        }
+            // SAFETY: `part` and the output rows are in bounds.
+            unsafe { launch(reduce, (plan::grid_1d(nb * k), 1, 1), 0, io.stream, &args) }
+        };
+        // SAFETY: `op` is the output rows of this launch's samples.
+        unsafe { split_reduce(io, op, scratch_bytes, main, fold)? };
     }
     Ok(())
 }
@@ -671,11 +662,7 @@ pub unsafe fn transpose(
 /// SJLT (or GraSS, with `idx` = the mask's device coordinates) adjoint.
 unsafe fn sjlt_transpose(io: &Io, s: &Sjlt, in_dim: usize, idx: Option<u64>) -> Result<()> {
     let (n_cols, k, c) = (s.in_dim(), s.out_dim(), s.c());
-    let f = function(
-        io.device,
-        &ptx::SJLT,
-        &format!("sjlt_transpose_{}", io.acc.suffix()),
-    )?;
+    let f = io.kernel(&ptx::SJLT, "sjlt_transpose", io.acc)?;
     for (b0, nb) in plan::batch_chunks(io.batch, plan::GROUP * plan::MAX_GRID_YZ) {
         let (yp, op) = io.rows(b0, k, in_dim)?;
         let args = [
