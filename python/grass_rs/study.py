@@ -28,10 +28,9 @@ Run ``python -m grass_rs.study`` (or ``grass-rs study`` once wired into the CLI)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,28 +41,46 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from . import lds as L
-from .influence import influence_scores
+from ._study_common import DAMPINGS, STUDY_VERSION, _combine, _evaluate, _train
 from .projection import SJLT, SRHT, Gaussian, GraSS, Mask, Projector
+from .study_lm import (
+    LM_COMPRESSORS,
+    LM_HP,
+    LM_KS,
+    LM_MODELS,
+    LMTask,
+    build_lm_task,
+    run_lm_one,
+    seq_log_prob,
+    stdlib_sequences,
+)
 
 __all__ = [
     "COMPRESSORS",
+    "DAMPINGS",
+    "LM_COMPRESSORS",
+    "LM_HP",
+    "LM_KS",
+    "LM_MODELS",
+    "STUDY_VERSION",
+    "LMTask",
     "Task",
     "add_common_args",
     "add_study_parser",
+    "build_lm_task",
     "build_task",
     "main",
     "make_projector",
+    "run_lm_one",
     "run_one",
     "run_study",
     "run_study_cli",
+    "seq_log_prob",
+    "stdlib_sequences",
 ]
 
 COMPRESSORS = ("mask", "sjlt", "grass", "gaussian", "srht")
 DEFAULT_KS: dict[str, tuple[int, ...]] = {"digits": (32, 128, 512), "breast_cancer": (8, 16, 32)}
-LM_MODELS = 40
-#: Part of every retrained-model cache key: bump it when a task's data, model or training changes.
-STUDY_VERSION = 1
-DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 @dataclass
@@ -132,33 +149,6 @@ TRAIN_HP: dict[str, dict[str, float]] = {
     "digits": {"steps": 300, "lr": 1e-2, "weight_decay": 1e-3},
     "breast_cancer": {"steps": 300, "lr": 5e-2, "weight_decay": 1e-2},
 }
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """Runs torch single-threaded inside (tiny models: threads only add contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _train(
-    build: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, hp: dict[str, float]
-) -> nn.Module:
-    """Full-batch Adam with L2 penalty (mean loss + wd/2 ‖θ‖²), deterministic given ``build``."""
-    model = build()
-    opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
-    with _single_thread():
-        for _ in range(int(hp["steps"])):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss = loss + 0.5 * hp["weight_decay"] * sum((p * p).sum() for p in model.parameters())
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -238,24 +228,6 @@ def make_projector(kind: str, p: int, k: int, seed: int = 0) -> Projector | None
     raise ValueError(f"`compressor` must be one of {(*COMPRESSORS, 'none')}, got {kind!r}")
 
 
-def _scorer(train: Any, test: Any) -> Callable[[float, np.ndarray], torch.Tensor]:
-    """``score(damping, test_idx)`` → influence scores of the selected test rows (tensor or layer dict)."""
-
-    def score(damping: float, idx: np.ndarray) -> torch.Tensor:
-        i = torch.as_tensor(idx)
-        sub = {n: g[i] for n, g in test.items()} if isinstance(test, dict) else test[i]
-        return influence_scores(train, sub, damping=damping)
-
-    return score
-
-
-def _evaluate(task: Any, tr64: Any, te64: Any, dampings: Any, seed: int) -> Any:
-    """LDS of one projector seed (no bootstrap: seeds are combined afterwards)."""
-    return L.evaluate(
-        _scorer(tr64, te64), task.subsets, task.outputs, dampings=dampings, seed=seed, n_bootstrap=0
-    )
-
-
 def _timed_project(proj: Projector, x: torch.Tensor, repeats: int) -> tuple[torch.Tensor, float]:
     """``proj.project(x)`` after one warm-up call; the best of ``repeats`` timings."""
     out = torch.as_tensor(proj.project(x))
@@ -322,21 +294,6 @@ def run_one(
         "total_s": task.grad_s + compress_s + score_s,
         "n_models": res.n_subsets,
     }
-
-
-def _combine(results: Sequence[L.LDSResult], n_bootstrap: int, seed: int) -> L.LDSResult:
-    """Averages per-example correlations over projector seeds, then bootstraps over test examples."""
-    stack = np.stack([r.per_example for r in results])
-    count = (~np.isnan(stack)).sum(0)
-    per = np.where(count > 0, np.nan_to_num(stack).sum(0) / np.maximum(count, 1), np.nan)
-    valid = per[~np.isnan(per)]
-    mean = float(valid.mean())
-    lo = hi = mean
-    if n_bootstrap > 0 and valid.size > 1:
-        rng = np.random.default_rng(seed)
-        means = valid[rng.integers(0, valid.size, size=(n_bootstrap, valid.size))].mean(1)
-        lo, hi = (float(v) for v in np.quantile(means, [0.025, 0.975]))
-    return L.LDSResult(mean, lo, hi, per, results[0].n_subsets, 0.95, results[0].damping)
 
 
 def run_study(
@@ -414,201 +371,6 @@ def run_study(
     (out / "table.md").write_text(table(rows))
     plot(rows, out)
     return rows
-
-
-# ---- tiny GPT-2 on the standard library's own source text: LoGra vs FactGraSS ----
-
-LM_HP: dict[str, float] = {
-    "seq_len": 32,
-    "n_train": 256,
-    "n_test": 128,
-    "n_embd": 32,
-    "n_layer": 2,
-    "n_head": 2,
-    "steps": 150,
-    "lr": 5e-3,
-    "weight_decay": 1e-3,
-}
-LM_KS = (16, 64, 256)
-LM_COMPRESSORS = ("logra", "factgrass")
-
-
-def stdlib_sequences(n: int, seq_len: int, seed: int = 0, n_files: int = 8) -> torch.Tensor:
-    """``n`` byte sequences of length ``seq_len`` from the standard library's own ``.py`` files.
-
-    Non-overlapping windows of the first ``n_files`` modules (sorted by name) of the directory of
-    ``os.py``, shuffled with ``seed``. The text depends on the Python version.
-    """
-    import os
-
-    files = sorted(Path(os.__file__).parent.glob("*.py"))[:n_files]
-    windows: list[bytes] = []
-    for f in files:
-        data = f.read_bytes()
-        windows += [data[i : i + seq_len] for i in range(0, len(data) - seq_len + 1, seq_len)]
-    if len(windows) < n:
-        raise ValueError(f"only {len(windows)} windows of {seq_len} bytes in {len(files)} files, need {n}")
-    order = np.random.default_rng(seed).permutation(len(windows))[:n]
-    return torch.tensor([list(windows[i]) for i in order], dtype=torch.int64)
-
-
-def _gpt2(seed: int, hp: dict[str, float]) -> nn.Module:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = GPT2Config(
-        vocab_size=256,
-        n_positions=int(hp["seq_len"]),
-        n_embd=int(hp["n_embd"]),
-        n_layer=int(hp["n_layer"]),
-        n_head=int(hp["n_head"]),
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(cfg)
-
-
-def seq_log_prob(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """``(n,)`` total log-probability of tokens ``1 … T−1`` of each sequence given its prefix."""
-    logits = model(ids).logits[:, :-1]
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1).sum(1)
-
-
-def _train_lm(seed: int, ids: torch.Tensor, hp: dict[str, float]) -> nn.Module:
-    model = _gpt2(seed, hp)
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    with _single_thread():
-        for _ in range(int(hp["steps"])):
-            opt.zero_grad()
-            (-seq_log_prob(model, ids).mean()).backward()
-            opt.step()
-    return model.eval()
-
-
-@dataclass
-class LMTask:
-    """The GPT-2 task: ground truth plus the full model and its data (gradients per compressor)."""
-
-    name: str
-    subsets: np.ndarray
-    outputs: np.ndarray
-    model: nn.Module
-    train_ids: torch.Tensor
-    test_ids: torch.Tensor
-    retrain_s: float
-
-
-def build_lm_task(
-    *,
-    n_models: int = LM_MODELS,
-    alpha: float = 0.5,
-    cache_dir: str | Path = "grass-rs-output/lds-cache",
-    seed: int = 0,
-    progress: bool = False,
-) -> LMTask:
-    """Trains (or loads) the ``M`` subset GPT-2s; ground truth = log-odds of each test sequence."""
-    hp = LM_HP
-    n_train, n_test = int(hp["n_train"]), int(hp["n_test"])
-    ids = stdlib_sequences(n_train + n_test, int(hp["seq_len"]), seed)
-    tr, te = ids[:n_train], ids[n_train:]
-    subsets = L.sample_subsets(n_train, n_models, alpha, seed=seed)
-    import sys
-
-    spec = {
-        "task": "gpt2",
-        "version": STUDY_VERSION,
-        "model_seed": seed,
-        "data_seed": seed,
-        "subset_seed": seed,
-        "alpha": alpha,
-        "hp": hp,
-        "python": sys.version_info[:2],
-    }
-    t0 = time.perf_counter()
-    outputs = L.ground_truth(
-        lambda idx, m: _train_lm(seed, tr[torch.as_tensor(idx)], hp),
-        lambda model: L.sequence_log_odds(seq_log_prob(model, te)),
-        subsets,
-        cache=L.ModelCache(cache_dir, spec),
-        build_fn=lambda: _gpt2(seed, hp),
-        progress=progress,
-    )
-    retrain_s = time.perf_counter() - t0
-    return LMTask("gpt2", subsets, outputs, _train_lm(seed, tr, hp), tr, te, retrain_s)
-
-
-def _lm_grads(
-    task: LMTask, factory: Any, batch: int = 32
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-    """Compressed per-sequence gradients of ``−log p(seq)`` (train, test) and the capture time."""
-    from .hooks import attach
-
-    def capture(ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts: list[dict[str, torch.Tensor]] = []
-        for s in range(0, ids.shape[0], batch):
-            task.model.zero_grad(set_to_none=True)
-            with attach(task.model, factory, loss_reduction="sum") as h:
-                (-seq_log_prob(task.model, ids[s : s + batch])).sum().backward()
-            g = h.gradients()
-            assert isinstance(g, dict)
-            parts.append(g)
-        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-
-    capture(task.train_ids[:batch])  # warm-up (builds the compressors' caches)
-    t0 = time.perf_counter()
-    tr, te = capture(task.train_ids), capture(task.test_ids)
-    return tr, te, time.perf_counter() - t0
-
-
-def run_lm_one(
-    task: LMTask,
-    compressor: str,
-    k: int,
-    *,
-    seed: int = 0,
-    n_proj_seeds: int = 5,
-    dampings: Sequence[float] = DAMPINGS,
-    n_bootstrap: int = 1000,
-) -> dict[str, Any]:
-    """LoGra or FactGraSS at ``k`` per layer on the GPT-2 task; returns a table row.
-
-    ``compress_s`` here is the whole capture (forward, backward and compression with hooks) of the
-    training and test gradients, first projector seed.
-    """
-    from .compressors import FactGraSS, LoGra
-
-    per_seed: list[L.LDSResult] = []
-    capture_s = score_s = 0.0
-    for i in range(n_proj_seeds):
-        factory = LoGra(k, seed=seed + i) if compressor == "logra" else FactGraSS(k, seed=seed + i)
-        tr, te, t_c = _lm_grads(task, factory)
-        t0 = time.perf_counter()
-        tr64 = {n: g.double() for n, g in tr.items()}
-        te64 = {n: g.double() for n, g in te.items()}
-        per_seed.append(_evaluate(task, tr64, te64, dampings, seed))
-        if i == 0:
-            capture_s, score_s = t_c, time.perf_counter() - t0
-    res = _combine(per_seed, n_bootstrap, seed)
-    return {
-        "task": task.name,
-        "compressor": compressor,
-        "k": int(k),
-        "p": sum(p.numel() for p in task.model.parameters()),
-        "lds": res.mean,
-        "ci_low": res.ci_low,
-        "ci_high": res.ci_high,
-        "lds_str": str(res),
-        "lds_per_seed": [r.mean for r in per_seed],
-        "lds_seed_sd": float(np.std([r.mean for r in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0,
-        "damping": [r.damping for r in per_seed],
-        "compress_s": capture_s,
-        "score_s": score_s,
-        "total_s": capture_s + score_s,
-        "n_models": res.n_subsets,
-    }
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
