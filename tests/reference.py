@@ -75,22 +75,62 @@ def grass_matrix(p: int, k: int, mask_dim: int, c: int, seed: int) -> torch.Tens
     return sjlt_matrix(mask_dim, k, c, seed) @ mask_matrix(p, mask_dim, seed)
 
 
+F32 = np.float32
+
+
+def f32_ln(u: np.float32) -> np.float32:
+    """The contract's float32 ``ln`` (docs/CONTRACT.md §5), one float32 operation at a time."""
+    bits = int(np.array(u, dtype=np.float32).view(np.uint32))
+    e0 = ((bits >> 23) & 0xFF) - 127
+    m = np.array((bits & 0x007FFFFF) | 0x3F800000, dtype=np.uint32).view(np.float32)[()]
+    big = m > F32(math.sqrt(2.0))
+    if big:
+        m = m * F32(0.5)
+    e = F32(e0 + int(big))
+    f = m - F32(1.0)
+    s = f / (F32(2.0) + f)
+    z = s * s
+    p = F32(1) / F32(3) + z * (F32(1) / F32(5) + z * (F32(1) / F32(7) + z * (F32(1) / F32(9))))
+    two_s = s + s
+    ln_m = two_s + two_s * z * p
+    return e * F32(0.693359375) + (e * F32(-2.1219444e-4) + ln_m)
+
+
+def f32_cos_sin_turn(u: np.float32) -> tuple[np.float32, np.float32]:
+    """The contract's float32 ``(cos 2πu, sin 2πu)`` (docs/CONTRACT.md §5)."""
+    t = u * F32(4.0)
+    q = np.floor(t + F32(0.5))
+    x = (t - q) * F32(math.pi / 2)
+    x2 = x * x
+    s = x + x * x2 * (
+        F32(-1) / F32(6) + x2 * (F32(1) / F32(120) + x2 * (F32(-1) / F32(5040) + x2 * (F32(1) / F32(362880))))
+    )
+    c = F32(1.0) + x2 * (
+        F32(-0.5)
+        + x2
+        * (
+            F32(1) / F32(24)
+            + x2 * (F32(-1) / F32(720) + x2 * (F32(1) / F32(40320) + x2 * (F32(-1) / F32(3628800))))
+        )
+    )
+    return [(c, s), (-s, c), (-c, -s), (s, -c)][int(q) % 4]
+
+
 def dense_matrix(kind: str, p: int, k: int, seed: int) -> torch.Tensor:
-    """Entries computed in float32 numpy, as the contract specifies."""
+    """Entries computed in float32 numpy, as the contract specifies (bit-exact)."""
     key = stream_key(seed, kind)
     m = np.zeros((k, p), dtype=np.float32)
-    inv = np.float32(1.0) / np.sqrt(np.float32(k))
+    inv = F32(1.0) / np.sqrt(F32(k))
     for j in range(p):
         for i in range(k):
             n = j * k + i
             if kind == "gaussian":
                 h = hash64(key, n >> 1)
-                u1 = (np.float32(h >> 40) + np.float32(0.5)) * np.float32(1.0 / 16777216.0)
-                u2 = np.float32((h >> 16) & 0xFFFFFF) * np.float32(1.0 / 16777216.0)
-                r = np.sqrt(np.float32(-2.0) * np.log(u1))
-                t = np.float32(2 * math.pi) * u2
-                z = r * (np.cos(t) if n % 2 == 0 else np.sin(t))
-                m[i, j] = z * inv
+                u1 = (F32(h >> 40) + F32(0.5)) * F32(1.0 / 16777216.0)
+                u2 = F32((h >> 16) & 0xFFFFFF) * F32(1.0 / 16777216.0)
+                r = np.sqrt(F32(-2.0) * f32_ln(u1))
+                c, s = f32_cos_sin_turn(u2)
+                m[i, j] = r * (c if n % 2 == 0 else s) * inv
             else:
                 h = hash64(key, n >> 6)
                 m[i, j] = -inv if (h >> (n & 63)) & 1 else inv

@@ -12,16 +12,63 @@
 #define DENSE_TILE 32
 #define DENSE_GAUSSIAN 0
 
-// Matrix entry (i, j) in f32, exactly as dense.rs (Box-Muller in f32; inv = 1/sqrt(k) from the host).
+// The contract's float32 ln / cos-sin / Box-Muller (gauss.rs, docs/CONTRACT.md section 5): one IEEE
+// float32 operation at a time (explicit _rn intrinsics: no contraction into FMA), so the entries are
+// bit-identical to the CPU's.
+__device__ __forceinline__ float grass_ln(float u) {
+    const unsigned bits = __float_as_uint(u);
+    const int e0 = (int)((bits >> 23) & 0xFFu) - 127;
+    const float m0 = __uint_as_float((bits & 0x007FFFFFu) | 0x3F800000u);
+    const bool big = m0 > 1.41421356237309504880f;
+    const float m = big ? __fmul_rn(m0, 0.5f) : m0;
+    const float e = (float)(e0 + (big ? 1 : 0));
+    const float f = __fadd_rn(m, -1.0f);
+    const float s = __fdiv_rn(f, __fadd_rn(2.0f, f));
+    const float z = __fmul_rn(s, s);
+    float p = __fdiv_rn(1.0f, 9.0f);
+    p = __fadd_rn(__fdiv_rn(1.0f, 7.0f), __fmul_rn(z, p));
+    p = __fadd_rn(__fdiv_rn(1.0f, 5.0f), __fmul_rn(z, p));
+    p = __fadd_rn(__fdiv_rn(1.0f, 3.0f), __fmul_rn(z, p));
+    const float two_s = __fadd_rn(s, s);
+    const float ln_m = __fadd_rn(two_s, __fmul_rn(__fmul_rn(two_s, z), p));
+    return __fadd_rn(__fmul_rn(e, 0.693359375f), __fadd_rn(__fmul_rn(e, -2.1219444e-4f), ln_m));
+}
+
+// (cos 2 pi u, sin 2 pi u) for u in [0, 1).
+__device__ __forceinline__ void grass_cos_sin_turn(float u, float* cos_out, float* sin_out) {
+    const float t = __fmul_rn(u, 4.0f);
+    const float q = floorf(__fadd_rn(t, 0.5f));
+    const float x = __fmul_rn(__fadd_rn(t, -q), 1.57079632679489661923f);
+    const float x2 = __fmul_rn(x, x);
+    float ps = __fdiv_rn(1.0f, 362880.0f);
+    ps = __fadd_rn(__fdiv_rn(-1.0f, 5040.0f), __fmul_rn(x2, ps));
+    ps = __fadd_rn(__fdiv_rn(1.0f, 120.0f), __fmul_rn(x2, ps));
+    ps = __fadd_rn(__fdiv_rn(-1.0f, 6.0f), __fmul_rn(x2, ps));
+    const float s = __fadd_rn(x, __fmul_rn(__fmul_rn(x, x2), ps));
+    float pc = __fdiv_rn(-1.0f, 3628800.0f);
+    pc = __fadd_rn(__fdiv_rn(1.0f, 40320.0f), __fmul_rn(x2, pc));
+    pc = __fadd_rn(__fdiv_rn(-1.0f, 720.0f), __fmul_rn(x2, pc));
+    pc = __fadd_rn(__fdiv_rn(1.0f, 24.0f), __fmul_rn(x2, pc));
+    pc = __fadd_rn(-0.5f, __fmul_rn(x2, pc));
+    const float c = __fadd_rn(1.0f, __fmul_rn(x2, pc));
+    const unsigned qi = (unsigned)q;
+    const float a = (qi & 1u) ? s : c;
+    const float b = (qi & 1u) ? c : s;
+    *cos_out = __uint_as_float(__float_as_uint(a) ^ (((qi + 1u) & 2u) << 30));
+    *sin_out = __uint_as_float(__float_as_uint(b) ^ ((qi & 2u) << 30));
+}
+
+// Matrix entry (i, j) in f32, exactly as dense.rs (inv = 1/sqrt(k) from the host).
 __device__ __forceinline__ float dense_entry(u64 key, int kind, u64 k, u64 i, u64 j, float inv) {
     const u64 n = j * k + i;
     if (kind == DENSE_GAUSSIAN) {
         const u64 h = grass_hash(key, n >> 1);
         const float u1 = __fmul_rn(__fadd_rn((float)(h >> 40), 0.5f), 1.0f / 16777216.0f);
         const float u2 = __fmul_rn((float)((h >> 16) & 0xFFFFFFULL), 1.0f / 16777216.0f);
-        const float r = sqrtf(__fmul_rn(-2.0f, logf(u1)));
-        const float t = __fmul_rn(6.28318530717958647692f, u2);
-        return __fmul_rn((n & 1ULL) ? __fmul_rn(r, sinf(t)) : __fmul_rn(r, cosf(t)), inv);
+        const float r = __fsqrt_rn(__fmul_rn(-2.0f, grass_ln(u1)));
+        float c, s;
+        grass_cos_sin_turn(u2, &c, &s);
+        return __fmul_rn(__fmul_rn(r, (n & 1ULL) ? s : c), inv);
     }
     const u64 h = grass_hash(key, n >> 6);
     return ((h >> (n & 63ULL)) & 1ULL) ? -inv : inv;

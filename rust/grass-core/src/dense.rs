@@ -3,10 +3,12 @@
 //!
 //! Entry `(i, j)` (output `i`, input `j`) has linear index `n = j·k + i`:
 //! * Gaussian: `h = hash(key, n / 2)`; `u₁ = ((h >> 40) + ½)·2⁻²⁴`, `u₂ = ((h >> 16) & 0xFFFFFF)·2⁻²⁴`;
-//!   `z = √(−2 ln u₁)·cos(2πu₂)` for even `n`, `sin` for odd `n` (Box–Muller), value `z/√k`, in `f32`.
+//!   `z = √(−2 ln u₁)·cos(2πu₂)` for even `n`, `sin` for odd `n` (Box–Muller), value `z/√k`, in `f32`,
+//!   with the contract's own `ln` and `cos`/`sin` ([`crate::gauss`]): bit-identical everywhere.
 //! * Rademacher: bit `n mod 64` of `hash(key, n / 64)`; set = negative; value `±1/√k`.
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
+use crate::gauss;
 use crate::hash::{hash, stream_key, Stream};
 use crate::sjlt::SyncPtr;
 use crate::{check_len, parallel};
@@ -19,6 +21,44 @@ pub enum DenseKind {
     Gaussian,
     /// `±1/√k` entries.
     Rademacher,
+}
+
+/// Writes the Box–Muller pairs of pair indices `q0, q0 + 1, …`: `zc[t]`, `zs[t]` are entries
+/// `2(q0+t)` and `2(q0+t)+1`, computed with the widest vector unit the CPU has (same bits).
+fn gaussian_pairs(key: u64, q0: u64, inv: f32, zc: &mut [f32], zs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the CPU supports AVX-512F/DQ (checked just above).
+            return unsafe { gaussian_pairs_avx512(key, q0, inv, zc, zs) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { gaussian_pairs_avx2(key, q0, inv, zc, zs) };
+        }
+    }
+    gaussian_pairs_portable(key, q0, inv, zc, zs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn gaussian_pairs_avx512(key: u64, q0: u64, inv: f32, zc: &mut [f32], zs: &mut [f32]) {
+    gaussian_pairs_portable(key, q0, inv, zc, zs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gaussian_pairs_avx2(key: u64, q0: u64, inv: f32, zc: &mut [f32], zs: &mut [f32]) {
+    gaussian_pairs_portable(key, q0, inv, zc, zs);
+}
+
+#[inline(always)]
+fn gaussian_pairs_portable(key: u64, q0: u64, inv: f32, zc: &mut [f32], zs: &mut [f32]) {
+    for (t, (c, s)) in zc.iter_mut().zip(zs.iter_mut()).enumerate() {
+        (*c, *s) = gauss::pair(hash(key, q0 + t as u64), inv);
+    }
 }
 
 /// Output columns per parallel task.
@@ -109,12 +149,7 @@ impl Dense {
     /// The Box–Muller pair `(z₀, z₁)/√k` of Gaussian pair index `q` (entries `2q`, `2q + 1`).
     #[inline(always)]
     fn gaussian_pair(&self, q: u64, inv: f32) -> (f32, f32) {
-        let h = hash(self.key, q);
-        let u1 = ((h >> 40) as f32 + 0.5) * (1.0 / 16_777_216.0);
-        let u2 = ((h >> 16) & 0x00FF_FFFF) as f32 * (1.0 / 16_777_216.0);
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (std::f32::consts::TAU * u2).sin_cos();
-        (r * c * inv, r * s * inv)
+        gauss::pair(hash(self.key, q), inv)
     }
 
     /// Fills `tile[r][c] = entry(i0 + c, j0 + r)` for a `rows × cols` tile (entries are `f32`,
@@ -127,24 +162,20 @@ impl Dense {
             }
             return;
         }
-        // Gaussian: one hash, log and sin/cos per pair of consecutive linear indices.
+        // Gaussian: the pairs covering each row's linear indices `n0 .. n0 + cols`, generated in
+        // one vectorized pass (entry `2q0 + m` is `zc[m/2]` for even `m`, `zs[m/2]` for odd).
         let (k, inv) = (self.out_dim as u64, 1.0 / (self.out_dim as f32).sqrt());
+        let (mut zc, mut zs) = (vec![0f32; cols / 2 + 2], vec![0f32; cols / 2 + 2]);
         for j in j0..j0 + rows {
-            let (n0, n1) = (j as u64 * k + i0 as u64, j as u64 * k + (i0 + cols) as u64);
-            let mut n = n0;
-            while n < n1 {
-                let (z0, z1) = self.gaussian_pair(n >> 1, inv);
-                if n & 1 == 1 {
-                    tile.push(A::from_f32(z1));
-                    n += 1;
-                } else {
-                    tile.push(A::from_f32(z0));
-                    if n + 1 < n1 {
-                        tile.push(A::from_f32(z1));
-                    }
-                    n += 2;
-                }
-            }
+            let n0 = j as u64 * k + i0 as u64;
+            let q0 = n0 >> 1;
+            let count = ((n0 + cols as u64 - 1) / 2 - q0 + 1) as usize;
+            gaussian_pairs(self.key, q0, inv, &mut zc[..count], &mut zs[..count]);
+            let off = (n0 - 2 * q0) as usize;
+            tile.extend(
+                (off..off + cols)
+                    .map(|m| A::from_f32(if m & 1 == 0 { zc[m / 2] } else { zs[m / 2] })),
+            );
         }
     }
 

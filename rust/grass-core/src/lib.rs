@@ -21,6 +21,7 @@ pub mod cuda;
 pub mod dense;
 pub mod elem;
 pub mod error;
+pub mod gauss;
 pub mod grass;
 pub mod hash;
 pub mod lanes;

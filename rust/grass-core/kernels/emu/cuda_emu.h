@@ -42,6 +42,8 @@ inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); r
 inline long long __double_as_longlong(double f) { long long u; memcpy(&u, &f, 8); return u; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
 inline float emu_half(unsigned short h) { return (float)*(_Float16*)&h; }
 // Runs kernel(args) over grid x block, blocks sequentially, threads concurrently.
 inline void launch(dim3_ grid, unsigned block, std::function<void()> k) {
