@@ -4,9 +4,10 @@
 //! layer input with a constant-one bias column appended. This is `G[rows][:, cols]` of each
 //! sample's gradient `G = Σ_t δ_t x̃_tᵀ` without forming `G` (`d_out · d_in` values), and without
 //! materializing the gathered factors either: each worker gathers a token chunk of its sample
-//! straight into the packed layout of a register-blocked outer-product kernel (`MR × NR`
-//! accumulators, `MR` rows of `δ` broadcast against `NR` columns of `x̃`), so the gathered values
-//! are read once from L1/L2 while the accumulators stay in registers.
+//! into two small row-major panels (L2-resident, strides padded by a cache line) and runs a
+//! register-blocked outer-product kernel on them (`MR × NR` accumulators, `MR` rows of `δ`
+//! broadcast against `NR` columns of `x̃`), so the gathered values are read from L1/L2 while the
+//! accumulators stay in registers.
 //!
 //! Every element of `Z` is summed over `t = 0, 1, …, T−1` in that order by exactly one kernel
 //! (chunks reload the partial sums into the accumulators), so the result does not depend on the
@@ -16,7 +17,7 @@ use crate::error::{invalid, Result};
 use crate::{check_len, parallel};
 use rayon::prelude::*;
 
-/// Tokens gathered per chunk (the packed chunk of a 128 + 128-column block is ~256 KiB in `f32`,
+/// Tokens gathered per chunk (the two panels of a 128 + 128-column block are ~150 KiB in `f32`,
 /// L2-resident).
 const CHUNK: usize = 128;
 
