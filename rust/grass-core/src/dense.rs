@@ -162,18 +162,24 @@ impl Dense {
             }
             return;
         }
-        // Gaussian: the pairs covering each row's linear indices `n0 .. n0 + cols`, generated in
-        // one vectorized pass (entry `2q0 + m` is `zc[m/2]` for even `m`, `zs[m/2]` for odd).
+        // Gaussian: the pairs covering the linear indices `n0 .. n0 + len` of each run, generated in
+        // one vectorized pass (entry `2q0 + m` is `zc[m/2]` for even `m`, `zs[m/2]` for odd). A
+        // full-width tile (all `k` outputs) is one contiguous run; otherwise one run per row.
         let (k, inv) = (self.out_dim as u64, 1.0 / (self.out_dim as f32).sqrt());
-        let (mut zc, mut zs) = (vec![0f32; cols / 2 + 2], vec![0f32; cols / 2 + 2]);
-        for j in j0..j0 + rows {
-            let n0 = j as u64 * k + i0 as u64;
+        let (runs, len) = if i0 == 0 && cols as u64 == k {
+            (1, rows * cols)
+        } else {
+            (rows, cols)
+        };
+        let (mut zc, mut zs) = (vec![0f32; len / 2 + 2], vec![0f32; len / 2 + 2]);
+        for r in 0..runs {
+            let n0 = (j0 + r) as u64 * k + i0 as u64;
             let q0 = n0 >> 1;
-            let count = ((n0 + cols as u64 - 1) / 2 - q0 + 1) as usize;
+            let count = ((n0 + len as u64 - 1) / 2 - q0 + 1) as usize;
             gaussian_pairs(self.key, q0, inv, &mut zc[..count], &mut zs[..count]);
             let off = (n0 - 2 * q0) as usize;
             tile.extend(
-                (off..off + cols)
+                (off..off + len)
                     .map(|m| A::from_f32(if m & 1 == 0 { zc[m / 2] } else { zs[m / 2] })),
             );
         }
