@@ -177,11 +177,25 @@ impl Dense {
             let q0 = n0 >> 1;
             let count = ((n0 + len as u64 - 1) / 2 - q0 + 1) as usize;
             gaussian_pairs(self.key, q0, inv, &mut zc[..count], &mut zs[..count]);
-            let off = (n0 - 2 * q0) as usize;
-            tile.extend(
-                (off..off + len)
-                    .map(|m| A::from_f32(if m & 1 == 0 { zc[m / 2] } else { zs[m / 2] })),
-            );
+            // entries 2q0 + off .. 2q0 + off + len, interleaved: zc[0], zs[0], zc[1], zs[1], …
+            let (off, end) = ((n0 - 2 * q0) as usize, (n0 - 2 * q0) as usize + len);
+            let start = tile.len();
+            tile.resize(start + len, A::ZERO);
+            let dst = &mut tile[start..];
+            if off == 1 {
+                dst[0] = A::from_f32(zs[0]);
+            }
+            let (c0, c1) = (off.div_ceil(2), end / 2);
+            for (d, (&c, &s)) in dst[off & 1..]
+                .chunks_exact_mut(2)
+                .zip(zc[c0..c1].iter().zip(&zs[c0..c1]))
+            {
+                d[0] = A::from_f32(c);
+                d[1] = A::from_f32(s);
+            }
+            if end % 2 == 1 {
+                dst[len - 1] = A::from_f32(zc[end / 2]);
+            }
         }
     }
 
@@ -202,25 +216,68 @@ impl Dense {
         if batch == 0 {
             return Ok(());
         }
+        // Work items: (block of COLS outputs) × (block of BATCH_BLOCK samples); each generates its
+        // matrix tiles (cheap) and accumulates them with the outer-product kernel of `outer.rs`:
+        // every output is a sum over the inputs in increasing order, by one item.
+        let kern = A::kernel();
+        let (mr, nr) = (kern.mr, kern.nr);
+        // Split the batch only when there are fewer column blocks than threads: every item
+        // generates its own tiles.
+        let col_blocks = k.div_ceil(COLS);
+        let splits = parallel::get_num_threads().div_ceil(col_blocks).max(1);
+        let batch_block = batch.div_ceil(splits).div_ceil(mr) * mr;
+        let items: Vec<(usize, usize)> = (0..k.div_ceil(COLS))
+            .flat_map(|cb| (0..batch.div_ceil(batch_block)).map(move |bb| (cb, bb)))
+            .collect();
         let dst = SyncPtr::new(out);
         parallel::install(|| {
-            (0..k.div_ceil(COLS)).into_par_iter().for_each(|blk| {
-                let i0 = blk * COLS;
-                let cols = COLS.min(k - i0);
-                let mut acc = vec![A::ZERO; batch * cols];
-                let (mut tile, mut xb) = (Vec::new(), Vec::new());
+            items.into_par_iter().for_each(|(cb, bb)| {
+                let (i0, b0) = (cb * COLS, bb * batch_block);
+                let (cols, nb) = (COLS.min(k - i0), batch_block.min(batch - b0));
+                let (cols_pad, nb_pad) = (cols.div_ceil(nr) * nr, nb.div_ceil(mr) * mr);
+                // acc: micro tiles (row tile r, column tile c), each `mr × nr` row-major
+                let mut acc = vec![A::ZERO; nb_pad * cols_pad];
+                let (mut tile, mut tb, mut xt) = (Vec::new(), Vec::new(), Vec::new());
                 for j0 in (0..p).step_by(ROWS) {
                     let rows = ROWS.min(p - j0);
                     self.tile(j0, rows, i0, cols, &mut tile);
-                    xb.clear();
-                    for b in 0..batch {
-                        xb.extend(x[b * p + j0..b * p + j0 + rows].iter().map(|v| v.load()));
+                    let b_pan: &[A] = if cols == cols_pad {
+                        &tile
+                    } else {
+                        tb.clear();
+                        for row in tile.chunks_exact(cols) {
+                            tb.extend_from_slice(row);
+                            tb.resize(tb.len() + cols_pad - cols, A::ZERO);
+                        }
+                        &tb
+                    };
+                    // xt (rows × nb_pad): the batch block's inputs, transposed, zero-padded
+                    xt.clear();
+                    xt.resize(rows * nb_pad, A::ZERO);
+                    for b in 0..nb {
+                        let xr = &x[(b0 + b) * p + j0..][..rows];
+                        for (j, v) in xr.iter().enumerate() {
+                            xt[j * nb_pad + b] = v.load();
+                        }
                     }
-                    A::gemm_acc(batch, rows, cols, &xb, &tile, cols, 1, &mut acc);
+                    for (t, acc_t) in acc.chunks_exact_mut(mr * nr).enumerate() {
+                        let (r0, c0) = ((t / (cols_pad / nr)) * mr, (t % (cols_pad / nr)) * nr);
+                        // SAFETY: `A::kernel()` only returns kernels this CPU runs; `xt` holds
+                        // `rows` rows of stride `nb_pad ≥ r0 + mr` and `b_pan` `rows` rows of
+                        // stride `cols_pad ≥ c0 + nr`; `acc_t` has `mr · nr` elements.
+                        unsafe {
+                            (kern.tile)(&xt[r0..], nb_pad, &b_pan[c0..], cols_pad, rows, acc_t);
+                        }
+                    }
                 }
-                for (b, a) in acc.chunks_exact(cols).enumerate() {
-                    for (c, &v) in a.iter().enumerate() {
-                        dst.write(b * k + i0 + c, v);
+                for (t, acc_t) in acc.chunks_exact(mr * nr).enumerate() {
+                    let (r0, c0) = ((t / (cols_pad / nr)) * mr, (t % (cols_pad / nr)) * nr);
+                    for (r, row) in acc_t.chunks_exact(nr).enumerate() {
+                        for (c, &v) in row.iter().enumerate() {
+                            if r0 + r < nb && c0 + c < cols {
+                                dst.write((b0 + r0 + r) * k + i0 + c0 + c, v);
+                            }
+                        }
                     }
                 }
             });

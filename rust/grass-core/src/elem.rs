@@ -13,6 +13,7 @@ pub trait Accum:
     + Mul<Output = Self>
     + PartialEq
     + std::fmt::Debug
+    + crate::outer::Micro
     + 'static
 {
     /// Additive identity.

@@ -51,7 +51,9 @@ pub fn cos_sin_turn(u: f32) -> (f32, f32) {
             + x2 * (1.0 / 24.0
                 + x2 * (-1.0 / 720.0 + x2 * (1.0 / 40_320.0 + x2 * (-1.0 / 3_628_800.0)))));
     // quadrant q mod 4 → (c, s), (−s, c), (−c, −s), (s, −c), branch-free (sign-bit flips)
-    let qi = q as u32;
+    // q ∈ {0, …, 4} is an integer-valued float: adding 2²³ puts it in the low mantissa bits (exact;
+    // a float → int conversion would not vectorize here)
+    let qi = (q + 8_388_608.0).to_bits();
     let (a, b) = if qi & 1 == 0 { (c, s) } else { (s, c) };
     (
         f32::from_bits(a.to_bits() ^ (((qi + 1) & 2) << 30)),

@@ -45,7 +45,7 @@ pub struct OuterShape {
 ///
 /// # Errors
 /// `Shape` when a buffer's length does not match; `InvalidArgument` when an index is out of range.
-pub fn masked_outer<T: Load<A>, A: Micro>(
+pub fn masked_outer<T: Load<A>, A: Accum>(
     go: &[T],
     x: &[T],
     shape: OuterShape,
@@ -67,7 +67,7 @@ pub fn masked_outer<T: Load<A>, A: Micro>(
 }
 
 /// [`masked_outer`] with the work split for `threads` workers (the result does not depend on it).
-fn masked_outer_split<T: Load<A>, A: Micro>(
+fn masked_outer_split<T: Load<A>, A: Accum>(
     go: &[T],
     x: &[T],
     shape: OuterShape,
@@ -163,7 +163,7 @@ impl<T> Job<'_, T> {
     /// Rows `r0 .. r0 + z.len() / n` of sample `b`'s block: gathers each token chunk into two
     /// row-major panels (`ap` `(tc, m_pad)`, `bp` `(tc, n_pad)`, zero padding to whole tiles), then
     /// accumulates every `mr × nr` tile of `z` over the chunk with the widest kernel the CPU runs.
-    fn run<A: Micro>(&self, b: usize, r0: usize, z: &mut [A], scratch: &mut Vec<A>)
+    fn run<A: Accum>(&self, b: usize, r0: usize, z: &mut [A], scratch: &mut Vec<A>)
     where
         T: Load<A>,
     {
@@ -245,18 +245,18 @@ type TileFn<A> = unsafe fn(&[A], usize, &[A], usize, usize, &mut [A]);
 /// A register-blocked outer-product kernel: `acc[r][c] += Σ_t a[t·lda + r] · b[t·ldb + c]` for
 /// `t < tc` in token order, `r < mr`, `c < nr`, into a row-major `(mr, nr)` accumulator.
 pub struct Kernel<A> {
-    mr: usize,
-    nr: usize,
+    pub(crate) mr: usize,
+    pub(crate) nr: usize,
     /// `tile(a, lda, b, ldb, tc, acc)`; panics unless `a` / `b` hold `tc` strided rows and
     /// `acc.len() == mr · nr`.
     ///
     /// # Safety
     /// The CPU must have the kernel's target features.
-    tile: TileFn<A>,
+    pub(crate) tile: TileFn<A>,
 }
 
-/// Accumulator types with outer-product kernels (`f32`, `f64`).
-pub trait Micro: Accum {
+/// Outer-product kernels of an accumulator type (`f32`, `f64`; a supertrait of [`Accum`]).
+pub trait Micro: Sized + 'static {
     /// The widest kernel this CPU runs.
     fn kernel() -> Kernel<Self>;
     /// Runs `f` on this thread's scratch buffer (kept for the thread's lifetime).
@@ -552,7 +552,7 @@ mod tests {
 
     /// Every kernel this CPU can run (portable, AVX2, AVX-512) against the plain sum, on strided
     /// panels, accumulating onto a non-zero `acc`.
-    fn kernels_match<A: Micro + Into<f64>>(
+    fn kernels_match<A: Accum + Into<f64>>(
         kernels: &[(usize, usize, TileFn<A>)],
         from: fn(f64) -> A,
         tol: f64,
