@@ -251,22 +251,35 @@ impl Dense {
                         }
                         &tb
                     };
-                    // xt (rows × nb_pad): the batch block's inputs, transposed, zero-padded
+                    // xt: the batch block's inputs transposed into panels of `mr` samples,
+                    // `xt[rt][j][r] = x[b0 + rt·mr + r][j0 + j]` (zero-padded)
                     xt.clear();
                     xt.resize(rows * nb_pad, A::ZERO);
                     for b in 0..nb {
                         let xr = &x[(b0 + b) * p + j0..][..rows];
+                        let panel = &mut xt[(b / mr) * rows * mr + b % mr..];
                         for (j, v) in xr.iter().enumerate() {
-                            xt[j * nb_pad + b] = v.load();
+                            panel[j * mr] = v.load();
                         }
                     }
-                    for (t, acc_t) in acc.chunks_exact_mut(mr * nr).enumerate() {
-                        let (r0, c0) = ((t / (cols_pad / nr)) * mr, (t % (cols_pad / nr)) * nr);
-                        // SAFETY: `A::kernel()` only returns kernels this CPU runs; `xt` holds
-                        // `rows` rows of stride `nb_pad ≥ r0 + mr` and `b_pan` `rows` rows of
-                        // stride `cols_pad ≥ c0 + nr`; `acc_t` has `mr · nr` elements.
-                        unsafe {
-                            (kern.tile)(&xt[r0..], nb_pad, &b_pan[c0..], cols_pad, rows, acc_t);
+                    // Column tiles outer: one `b_pan` strip stays in L1 while the panels stream.
+                    let col_tiles = cols_pad / nr;
+                    for ct in 0..col_tiles {
+                        for rt in 0..nb_pad / mr {
+                            let acc_t = &mut acc[(rt * col_tiles + ct) * mr * nr..][..mr * nr];
+                            // SAFETY: `A::kernel()` only returns kernels this CPU runs; the panel
+                            // holds `rows` rows of `mr`, `b_pan` `rows` rows of stride
+                            // `cols_pad ≥ ct·nr + nr`; `acc_t` has `mr · nr` elements.
+                            unsafe {
+                                (kern.tile)(
+                                    &xt[rt * rows * mr..][..rows * mr],
+                                    mr,
+                                    &b_pan[ct * nr..],
+                                    cols_pad,
+                                    rows,
+                                    acc_t,
+                                );
+                            }
                         }
                     }
                 }
