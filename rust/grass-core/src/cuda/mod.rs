@@ -3,7 +3,7 @@
 //!
 //! The same seed gives the same matrix as on the CPU: the kernels use the contract hash
 //! (`kernels/hash.cuh`, identical to [`crate::hash`]), mask coordinates are computed on the host
-//! and uploaded once per projector and device ([`DeviceCache`]). Two modes for SJLT/GraSS:
+//! and uploaded once per projector and device (`DeviceCache`). Two modes for SJLT/GraSS:
 //! *atomic* (float atomics, fast, not bit-reproducible) and *deterministic* (a CSR of `Pᵀ` built
 //! on the host, fixed-order sums). MASK, the adjoints and the dense projections are always
 //! deterministic.
