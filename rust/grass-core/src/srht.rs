@@ -184,7 +184,7 @@ impl Srht {
 /// In-place unnormalized fast Walsh–Hadamard transform: `x ← H x` (`x.len()` a power of two).
 ///
 /// Radix-4 butterflies (two radix-2 stages per pass over the data, one radix-2 stage when the
-/// number of stages is odd); the stages with span below [`FWHT_BLOCK`] run block by block so that
+/// number of stages is odd); the stages with span below `FWHT_BLOCK` (2048) run block by block so that
 /// they stay in cache, the rest pass over the whole buffer.
 pub fn fwht<A: Accum>(x: &mut [A]) {
     let n = x.len();
