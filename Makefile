@@ -51,19 +51,22 @@ test-rust: ## cargo tests of the core (unit, proptest, integration), with and wi
 test-py: install $(CUDA_VENV)/.deps ## pytest against the installed wheel (ptxas checks use .venv-cuda)
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
 
-lint: venv ## cargo fmt, clippy -D warnings, ruff, mypy
+lint: install ## cargo fmt, clippy -D warnings, ruff, mypy, stubtest of _core.pyi, bench-suite collection
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy
+	cd /tmp && $(CURDIR)/$(PY) -m mypy.stubtest grass_rs._core --mypy-config-file $(CURDIR)/pyproject.toml
+	$(PY) -m pytest -q -p no:cacheprovider --collect-only benches/python -c pyproject.toml >/dev/null
 
 dev: ## editable build into .venv for development
 	$(MAKE) VENV=.venv venv
 	.venv/bin/maturin develop --release -q
 
-bench: install ## the compare table (ratios to the read floor) and pytest-benchmark suite
+bench: install ## the compare table (ratios to the read floor), then the pytest-benchmark suite
 	$(PY) benches/python/compare.py
+	$(PY) -m pytest -q -p no:cacheprovider benches/python -c pyproject.toml --benchmark-enable --benchmark-only
 
 bench-rust: ## criterion benches of the core
 	cargo bench -p grass-core

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import grass_rs
-from grass_rs import layers as L
+from grass_rs.capture import layers as L
 
 D_MODEL, D_FF = 768, 3072
 

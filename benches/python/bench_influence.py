@@ -65,8 +65,8 @@ def _lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 def _setup(model_name: str, compressor: str, k: int, n_train: int, n_test: int) -> tuple[Any, Any, Any]:
     import grass_rs
-    from grass_rs.attributor import Attributor, sum_cross_entropy
-    from grass_rs.datasets import digits_task
+    from grass_rs.attribution import Attributor, sum_cross_entropy
+    from grass_rs.data.bundled import digits_task
 
     if model_name == "digits-mlp":
         task = digits_task(steps=100)
@@ -95,7 +95,7 @@ def _current_rss_mib() -> float:
 
 
 def _run(model_name: str, compressor: str, k: int, n_train: int, n_test: int, threads: int) -> dict[str, Any]:
-    from grass_rs.fim import BlockFisher
+    from grass_rs.attribution.fim import BlockFisher
 
     torch.set_num_threads(threads)
     att, train, test = _setup(model_name, compressor, k, n_train, n_test)

@@ -2,7 +2,7 @@
 //! and FactGraSS's masked block on GPT-2-small MLP factors (batch 8, T 512, 3072 × 768).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use grass_core::outer::{masked_outer, OuterShape};
-use grass_core::{Dense, DenseKind, Grass, Mask, Sjlt};
+use grass_core::{Dense, DenseKind, Grass, Mask, Projection, Sjlt};
 use std::hint::black_box;
 
 const B: usize = 64;

@@ -1,35 +1,67 @@
 """grass-rs: Rust-accelerated gradient compression and training-data attribution for PyTorch.
 
-* Projectors (``project(x)``/``transpose(y)`` on torch tensors or numpy arrays, CPU and CUDA):
-  :class:`SJLT`, :class:`Mask`, :class:`GraSS`, :class:`Gaussian`, :class:`Rademacher`,
-  :class:`SRHT`.
-* Per-sample gradient capture with hooks: :func:`attach` with :class:`FactGraSS`, :class:`LoGra`
-  or :class:`Full` compressors.
-* Attribution: :func:`influence_scores`, :class:`Attributor`, :class:`TRAK`, the on-disk
-  :class:`GradientStore`, block-diagonal :class:`BlockFisher`.
-* Evaluation: :mod:`grass_rs.lds` (linear datamodeling score), :mod:`grass_rs.study`.
+Subpackages (imports flow one way: cli → evaluation → attribution → capture → projection → _core):
+
+* :mod:`grass_rs.projection` — projectors (``project(x)``/``transpose(y)`` on torch tensors or numpy
+  arrays, CPU and CUDA): :class:`SJLT`, :class:`Mask`, :class:`GraSS`, :class:`Gaussian`,
+  :class:`Rademacher`, :class:`SRHT`, and :func:`projector` (build one by name).
+* :mod:`grass_rs.capture` — per-sample gradient capture with hooks: :func:`attach` with
+  :class:`FactGraSS`, :class:`LoGra` or :class:`Full` compressors.
+* :mod:`grass_rs.attribution` — :func:`influence_scores`, :class:`Attributor`, :class:`TRAK`, the
+  on-disk :class:`GradientStore`, the block-diagonal :class:`BlockFisher`.
+* :mod:`grass_rs.evaluation` — the linear datamodeling score (:mod:`grass_rs.evaluation.lds`) and the
+  speed–fidelity study.
+* :mod:`grass_rs.errors` — every error derives from :class:`GrassError`.
 """
 
 from __future__ import annotations
 
-from . import _core, layers, lds
-from ._core import (
+import sys
+
+from . import _core
+from ._core import get_deterministic, get_num_threads, set_deterministic, set_num_threads
+from .attribution import (
+    TRAK,
+    Attributor,
+    BlockFisher,
+    FisherBlock,
+    GradientStore,
+    influence_scores,
+    top_k,
+    trak_scores,
+)
+from .capture import (
+    CompressorFactory,
+    FactGraSS,
+    Full,
+    GradientHandle,
+    LayerCompressor,
+    LoGra,
+    attach,
+    layers,
+)
+from .errors import (
+    ArgumentTypeError,
     CudaUnavailableError,
     GrassError,
-    get_deterministic,
-    get_num_threads,
-    set_deterministic,
-    set_num_threads,
+    InvalidArgumentError,
+    StoreError,
+    StoreMismatchError,
 )
-from ._persample import ProjectorFactory
-from .attributor import Attributor
-from .compressors import CompressorFactory, FactGraSS, Full, LayerCompressor, LoGra, layer_seed
-from .fim import BlockFisher, FisherBlock
-from .hooks import GradientHandle, attach
-from .influence import influence_scores, top_k
-from .projection import SJLT, SRHT, Gaussian, GraSS, Mask, Projector, Rademacher
-from .store import GradientStore, StoreError, StoreMismatchError
-from .trak import TRAK, trak_scores
+from .evaluation import lds
+from .projection import (
+    SJLT,
+    SRHT,
+    Gaussian,
+    GraSS,
+    Mask,
+    Projector,
+    ProjectorFactory,
+    Rademacher,
+    cuda_available,
+    layer_seed,
+    projector,
+)
 
 __version__: str = _core.__version__
 
@@ -37,6 +69,7 @@ __all__ = [
     "SJLT",
     "SRHT",
     "TRAK",
+    "ArgumentTypeError",
     "Attributor",
     "BlockFisher",
     "CompressorFactory",
@@ -49,6 +82,7 @@ __all__ = [
     "GradientHandle",
     "GradientStore",
     "GrassError",
+    "InvalidArgumentError",
     "LayerCompressor",
     "LoGra",
     "Mask",
@@ -66,13 +100,26 @@ __all__ = [
     "layer_seed",
     "layers",
     "lds",
+    "projector",
     "set_deterministic",
     "set_num_threads",
     "top_k",
     "trak_scores",
 ]
 
-
-def cuda_available() -> bool:
-    """Whether grass-rs can run on CUDA tensors here (a CUDA build, a driver and a device)."""
-    return bool(_core.CUDA_COMPILED) and _core.cuda_device_count() > 0
+# Module paths of earlier releases (``import grass_rs.lds``, ``from grass_rs.hooks import attach``)
+# keep working as aliases of their new homes.
+for _old, _new in {
+    "lds": lds,
+    "layers": layers,
+    "hooks": sys.modules[f"{__name__}.capture.hooks"],
+    "compressors": sys.modules[f"{__name__}.capture.compressors"],
+    "fim": sys.modules[f"{__name__}.attribution.fim"],
+    "influence": sys.modules[f"{__name__}.attribution.influence"],
+    "trak": sys.modules[f"{__name__}.attribution.trak"],
+    "store": sys.modules[f"{__name__}.attribution.store"],
+    "attributor": sys.modules[f"{__name__}.attribution.attributor"],
+    "distributed": sys.modules[f"{__name__}.attribution.distributed"],
+}.items():
+    sys.modules.setdefault(f"{__name__}.{_old}", _new)
+del _old, _new

@@ -8,6 +8,8 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
+from .errors import ArgumentTypeError, InvalidArgumentError
+
 Array: TypeAlias = torch.Tensor | np.ndarray
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -41,15 +43,17 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
     elif isinstance(x, torch.Tensor):
         t = x
     else:
-        raise TypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+        raise ArgumentTypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"`{name}` must be float16, bfloat16, float32 or float64, got {t.dtype}")
+        raise ArgumentTypeError(f"`{name}` must be float16, bfloat16, float32 or float64, got {t.dtype}")
     if t.ndim not in (1, 2):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"`{name}` must have shape ({dims_name},) or (batch, {dims_name}), got {tuple(t.shape)}"
         )
     if t.shape[-1] != dim:
-        raise ValueError(f"`{name}` must have last dimension {dims_name} = {dim}, got {t.shape[-1]}")
+        raise InvalidArgumentError(
+            f"`{name}` must have last dimension {dims_name} = {dim}, got {t.shape[-1]}"
+        )
     was_1d = t.ndim == 1
     t = t.detach()
     if was_1d:
@@ -62,7 +66,7 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
 def _numpy_compatible(arr: np.ndarray, name: str) -> np.ndarray:
     """A C-contiguous, writable, native-endian float array (copied only when needed)."""
     if arr.dtype.kind != "f":
-        raise TypeError(f"`{name}` must be a float array (float16/32/64), got dtype {arr.dtype}")
+        raise ArgumentTypeError(f"`{name}` must be a float array (float16/32/64), got dtype {arr.dtype}")
     if arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative:
         return arr
     return np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)

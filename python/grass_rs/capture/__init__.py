@@ -1,0 +1,47 @@
+"""Per-sample gradient capture: layer types (:mod:`.layers`), per-layer compressors
+(:mod:`.compressors`: FactGraSS, LoGra, Full), the hooks that feed them (:mod:`.hooks`:
+:func:`attach`), the Rust kernels they call (:mod:`.kernels`) and the gradient sources the
+attribution pipeline reads (:mod:`.sources`: hooks or ``torch.func``)."""
+
+from __future__ import annotations
+
+from . import layers
+from .compressors import (
+    CompressorFactory,
+    FactGraSS,
+    Full,
+    LayerCompressor,
+    LoGra,
+    PerLayerProjectors,
+)
+from .hooks import GradientHandle, Selector, attach, select_layers
+from .sources import (
+    BACKENDS,
+    FuncGradients,
+    GradientSource,
+    HookGradients,
+    linear_layers,
+    make_source,
+    state_fingerprint,
+)
+
+__all__ = [
+    "BACKENDS",
+    "CompressorFactory",
+    "FactGraSS",
+    "Full",
+    "FuncGradients",
+    "GradientHandle",
+    "GradientSource",
+    "HookGradients",
+    "LayerCompressor",
+    "LoGra",
+    "PerLayerProjectors",
+    "Selector",
+    "attach",
+    "layers",
+    "linear_layers",
+    "make_source",
+    "select_layers",
+    "state_fingerprint",
+]
