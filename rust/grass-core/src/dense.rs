@@ -6,12 +6,14 @@
 //!   `z = √(−2 ln u₁)·cos(2πu₂)` for even `n`, `sin` for odd `n` (Box–Muller), value `z/√k`, in `f32`,
 //!   with the contract's own `ln` and `cos`/`sin` ([`crate::gauss`]): bit-identical everywhere.
 //! * Rademacher: bit `n mod 64` of `hash(key, n / 64)`; set = negative; value `±1/√k`.
+use crate::alloc;
+use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{invalid, Result};
+use crate::error::{invalid, Error, Result};
 use crate::gauss;
 use crate::hash::{hash, stream_key, Stream};
-use crate::sjlt::SyncPtr;
-use crate::{check_len, parallel};
+use crate::parallel::{self, SyncPtr};
+use crate::projection::Projection;
 use rayon::prelude::*;
 
 /// Which dense distribution.
@@ -88,7 +90,7 @@ impl Dense {
         if out_dim == 0 {
             return Err(invalid("out_dim", "must be at least 1"));
         }
-        in_dim.checked_mul(out_dim).ok_or(crate::Error::TooLarge {
+        in_dim.checked_mul(out_dim).ok_or(Error::TooLarge {
             what: "in_dim * out_dim",
         })?;
         let stream = match kind {
@@ -104,14 +106,6 @@ impl Dense {
         })
     }
 
-    /// Input dimension.
-    pub fn in_dim(&self) -> usize {
-        self.in_dim
-    }
-    /// Output dimension.
-    pub fn out_dim(&self) -> usize {
-        self.out_dim
-    }
     /// The seed.
     pub fn seed(&self) -> u64 {
         self.seed
@@ -198,24 +192,25 @@ impl Dense {
             }
         }
     }
+}
 
-    /// Projects `(batch, in_dim)` → `out` `(batch, out_dim)`; each output is a sum over the
-    /// inputs in order (bit-identical for any thread count or batch split).
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(
+impl Projection for Dense {
+    fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+    fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// Each output is a sum over the inputs in order (bit-identical for any thread count or
+    /// batch split).
+    fn project_batch<T: Load<A>, A: Accum>(
         &self,
         x: &[T],
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
         let (p, k) = (self.in_dim, self.out_dim);
-        check_len("x", x.len(), batch, p)?;
-        check_len("out", out.len(), batch, k)?;
-        if batch == 0 {
-            return Ok(());
-        }
         // Work items: (block of COLS outputs) × (block of BATCH_BLOCK samples); each generates its
         // matrix tiles (cheap) and accumulates them with the outer-product kernel of `outer.rs`:
         // every output is a sum over the inputs in increasing order, by one item.
@@ -230,15 +225,17 @@ impl Dense {
             .flat_map(|cb| (0..batch.div_ceil(batch_block)).map(move |bb| (cb, bb)))
             .collect();
         let dst = SyncPtr::new(out);
+        let stop = Stop::current();
         parallel::install(|| {
-            items.into_par_iter().for_each(|(cb, bb)| {
+            items.into_par_iter().try_for_each(|(cb, bb)| {
                 let (i0, b0) = (cb * COLS, bb * batch_block);
                 let (cols, nb) = (COLS.min(k - i0), batch_block.min(batch - b0));
                 let (cols_pad, nb_pad) = (cols.div_ceil(nr) * nr, nb.div_ceil(mr) * mr);
                 // acc: micro tiles (row tile r, column tile c), each `mr × nr` row-major
-                let mut acc = vec![A::ZERO; nb_pad * cols_pad];
+                let mut acc = alloc::vec_of(nb_pad * cols_pad, A::ZERO, "dense accumulators")?;
                 let (mut tile, mut tb, mut xt) = (Vec::new(), Vec::new(), Vec::new());
                 for j0 in (0..p).step_by(ROWS) {
+                    stop.check()?;
                     let rows = ROWS.min(p - j0);
                     self.tile(j0, rows, i0, cols, &mut tile);
                     let b_pan: &[A] = if cols == cols_pad {
@@ -293,40 +290,35 @@ impl Dense {
                         }
                     }
                 }
-            });
-        });
-        Ok(())
+                Ok(())
+            })
+        })
     }
 
-    /// The adjoint `Pᵀ`: `(batch, out_dim)` → `(batch, in_dim)`.
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn transpose<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
+    fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
         let (p, k) = (self.in_dim, self.out_dim);
-        check_len("y", y.len(), batch, k)?;
-        check_len("out", out.len(), batch, p)?;
-        if batch == 0 {
-            return Ok(());
-        }
         let dst = SyncPtr::new(out);
         let rows_per = (ROWS * COLS / k).clamp(1, ROWS);
+        let stop = Stop::current();
         parallel::install(|| {
-            (0..p.div_ceil(rows_per)).into_par_iter().for_each(|blk| {
-                let j0 = blk * rows_per;
-                let rows = rows_per.min(p - j0);
-                let mut tile = Vec::with_capacity(rows * k);
-                self.tile(j0, rows, 0, k, &mut tile);
-                // (batch, rows) = y (batch, k) · tileᵀ (k, rows): tile is row-major (rows, k).
-                let mut acc = vec![A::ZERO; batch * rows];
-                A::gemm_acc(batch, k, rows, y, &tile, 1, k, &mut acc);
-                for (b, a) in acc.chunks_exact(rows).enumerate() {
-                    for (r, &v) in a.iter().enumerate() {
-                        dst.write(b * p + j0 + r, v);
+            (0..p.div_ceil(rows_per))
+                .into_par_iter()
+                .try_for_each(|blk| {
+                    stop.check()?;
+                    let j0 = blk * rows_per;
+                    let rows = rows_per.min(p - j0);
+                    let mut tile = alloc::with_capacity(rows * k, "dense matrix tile entries")?;
+                    self.tile(j0, rows, 0, k, &mut tile);
+                    // (batch, rows) = y (batch, k) · tileᵀ (k, rows): tile is row-major (rows, k).
+                    let mut acc = alloc::vec_of(batch * rows, A::ZERO, "dense adjoint sums")?;
+                    A::gemm_acc(batch, k, rows, y, &tile, 1, k, &mut acc);
+                    for (b, a) in acc.chunks_exact(rows).enumerate() {
+                        for (r, &v) in a.iter().enumerate() {
+                            dst.write(b * p + j0 + r, v);
+                        }
                     }
-                }
-            });
-        });
-        Ok(())
+                    Ok(())
+                })
+        })
     }
 }

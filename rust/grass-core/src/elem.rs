@@ -1,5 +1,8 @@
 //! Element types: what can be read (`f32`, `f64`, `f16`, `bf16`) and what is accumulated
-//! (`f32`, or `f64` for `f64` input).
+//! (`f32`, or `f64` for `f64` input) — as Rust types ([`Load`], [`Accum`]) and as the run-time tag
+//! of a buffer ([`ElemType`]), shared by the CPU and CUDA paths and the Python binding.
+use crate::micro::Micro;
+use crate::simd::{Lanes, LANES};
 use half::{bf16, f16};
 use std::ops::{AddAssign, Mul};
 
@@ -13,7 +16,7 @@ pub trait Accum:
     + Mul<Output = Self>
     + PartialEq
     + std::fmt::Debug
-    + crate::outer::Micro
+    + Micro
     + 'static
 {
     /// Additive identity.
@@ -144,11 +147,7 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
 
     /// Optional fast path: `xt[m][l] = src[l][j0 + m]` (a vectorized transpose). Returns
     /// `false` when not provided, and the caller falls back to element-wise loads.
-    fn transpose_block(
-        _src: &[&[Self]; crate::lanes::LANES],
-        _j0: usize,
-        _xt: &mut [[A; crate::lanes::LANES]],
-    ) -> bool {
+    fn transpose_block(_src: &[&[Self]; LANES], _j0: usize, _xt: &mut [Lanes<A>]) -> bool {
         false
     }
 }
@@ -159,11 +158,7 @@ impl Load<f32> for f32 {
         self
     }
 
-    fn transpose_block(
-        src: &[&[f32]; crate::lanes::LANES],
-        j0: usize,
-        xt: &mut [[f32; crate::lanes::LANES]],
-    ) -> bool {
+    fn transpose_block(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
         crate::simd::transpose_f32(src, j0, xt)
     }
 }
@@ -183,5 +178,65 @@ impl Load<f64> for f64 {
     #[inline(always)]
     fn load(self) -> f64 {
         self
+    }
+}
+
+/// The element type of a buffer, known at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// float32.
+    F32,
+    /// float64.
+    F64,
+}
+
+impl ElemType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 | Self::BF16 => 2,
+            Self::F32 => 4,
+            Self::F64 => 8,
+        }
+    }
+    /// The accumulator / output type: `F64` for `F64`, `F32` otherwise.
+    #[must_use]
+    pub fn accum(self) -> Self {
+        if self == Self::F64 {
+            Self::F64
+        } else {
+            Self::F32
+        }
+    }
+    /// Whether this type is an accumulator type (`F32` or `F64`).
+    pub fn is_accum(self) -> bool {
+        self.accum() == self
+    }
+    /// Lower-case name, also the CUDA kernel name suffix (`f16`, `bf16`, `f32`, `f64`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+            Self::F32 => "f32",
+            Self::F64 => "f64",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elem_types() {
+        assert_eq!(ElemType::BF16.accum(), ElemType::F32);
+        assert_eq!(ElemType::F64.accum(), ElemType::F64);
+        assert!(ElemType::F32.is_accum() && !ElemType::F16.is_accum());
+        assert_eq!(ElemType::F16.size(), 2);
+        assert_eq!(ElemType::BF16.suffix(), "bf16");
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! With the same seed, `Grass::new(p, k, k', c, s)` is exactly `Sjlt::new(k', k, c, s)` applied
 //! after `Mask::new(p, k', s, false)`.
-use crate::check_len;
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
-use crate::lanes::{gather_lanes, lane_rows};
+use crate::lanes::{gather_lanes, lane_rows, Lanes};
 use crate::mask::Mask;
+use crate::projection::Projection;
 use crate::sjlt::Sjlt;
 
 /// A seeded GraSS compressor.
@@ -21,7 +21,8 @@ impl Grass {
     /// Builds the compressor.
     ///
     /// # Errors
-    /// `InvalidArgument` unless `out_dim ≤ mask_dim ≤ in_dim` and `1 ≤ c ≤ out_dim`.
+    /// `InvalidArgument` unless `out_dim ≤ mask_dim ≤ in_dim` and `1 ≤ c ≤ out_dim`;
+    /// `OutOfMemory`; `Cancelled`.
     pub fn new(
         in_dim: usize,
         out_dim: usize,
@@ -56,59 +57,42 @@ impl Grass {
     pub fn sjlt(&self) -> &Sjlt {
         &self.sjlt
     }
-    /// Input dimension.
-    pub fn in_dim(&self) -> usize {
+}
+
+impl Projection for Grass {
+    fn in_dim(&self) -> usize {
         self.mask.in_dim()
     }
-    /// Output dimension.
-    pub fn out_dim(&self) -> usize {
+    fn out_dim(&self) -> usize {
         self.sjlt.out_dim()
     }
 
-    /// Projects `(batch, in_dim)` → `out` `(batch, out_dim)`, reading only masked coordinates.
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(
+    /// Projects, reading only the masked coordinates.
+    fn project_batch<T: Load<A>, A: Accum>(
         &self,
         x: &[T],
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
-        let p = self.in_dim();
-        check_len("x", x.len(), batch, p)?;
-        check_len("out", out.len(), batch, self.out_dim())?;
-        let idx = self.mask.indices();
-        self.sjlt.project_with(
-            batch,
-            out,
-            idx.len(),
-            |b0, rows, j0, xt| {
-                let sel = &idx[j0..j0 + xt.len()];
-                gather_lanes(&lane_rows(x, p, b0, rows), sel.iter().copied(), xt);
-            },
-            |b, j0, vals| {
-                let row = &x[b * p..(b + 1) * p];
-                for (v, &i) in vals.iter_mut().zip(&idx[j0..]) {
-                    *v = row[i].load();
-                }
-            },
-        );
-        Ok(())
+        let (p, idx) = (self.in_dim(), self.mask.indices());
+        let fill = |b0, rows, j0, xt: &mut [Lanes<A>]| {
+            let sel = &idx[j0..j0 + xt.len()];
+            gather_lanes(&lane_rows(x, p, b0, rows), sel.iter().copied(), xt);
+        };
+        let row = |b, j0, vals: &mut [A]| {
+            let row = &x[b * p..(b + 1) * p];
+            for (v, &i) in vals.iter_mut().zip(&idx[j0..]) {
+                *v = row[i].load();
+            }
+        };
+        self.sjlt.project_with(batch, out, idx.len(), fill, row)
     }
 
-    /// The adjoint `Maskᵀ · SJLTᵀ`: `(batch, out_dim)` → `(batch, in_dim)`.
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn transpose<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
-        let p = self.in_dim();
-        check_len("y", y.len(), batch, self.out_dim())?;
-        check_len("out", out.len(), batch, p)?;
-        let idx = self.mask.indices();
+    /// The adjoint `Maskᵀ · SJLTᵀ`.
+    fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
+        let (p, idx) = (self.in_dim(), self.mask.indices());
         let dst = Mask::zero_out(out);
         self.sjlt
-            .transpose_with(y, batch, idx.len(), |b, m, v| dst.write(b * p + idx[m], v));
-        Ok(())
+            .transpose_with(y, batch, idx.len(), |b, m, v| dst.write(b * p + idx[m], v))
     }
 }

@@ -7,36 +7,41 @@
 //! order, repeats in order, sign flips by XOR of the sign bit, no fused multiply-add), so results
 //! are bit-identical for any grouping, batch split or thread count. The scatter is compiled for
 //! AVX-512 and AVX2 and picked at run time, with a portable fallback.
+use crate::alloc;
+use crate::buckets::{Buckets, SIGN_BIT};
+use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::sjlt::{Sjlt, SIGN_BIT};
+use crate::error::Result;
+pub use crate::simd::{Lanes, LANES};
 
-/// Samples per group (one 512-bit vector of `f32`).
-pub const LANES: usize = 16;
 /// Columns per transposed block.
 const LBLOCK: usize = 128;
-
-/// A vector of one value per lane.
-pub(crate) type Lanes<A> = [A; LANES];
 
 /// Projects one group of `rows ≤ LANES` samples.
 ///
 /// `fill(j0, xt)` writes column `j0 + m` of sample `l` into `xt[m][l]` for `l < rows` (other lanes
-/// must stay zero); `out` is the group's `(rows, out_dim)` output, overwritten.
+/// must stay zero); `out` is the group's `(rows, out_dim)` output, overwritten. `stop` is polled
+/// once per block of columns.
+///
+/// # Errors
+/// `OutOfMemory` when the `(out_dim, LANES)` accumulator cannot be allocated; `Cancelled`.
 pub(crate) fn project_group<A: Accum>(
-    sjlt: &Sjlt,
+    sjlt: &Buckets,
     n_cols: usize,
     rows: usize,
     fill: impl Fn(usize, &mut [Lanes<A>]),
     out: &mut [A],
-) {
+    stop: &Stop,
+) -> Result<()> {
     let (k, c) = (sjlt.out_dim(), sjlt.c());
     debug_assert!(rows <= LANES && out.len() == rows * k);
-    let mut acc = vec![[A::ZERO; LANES]; k];
+    let mut acc = alloc::vec_of(k, [A::ZERO; LANES], "SJLT lane accumulators")?;
     let mut xt = vec![[A::ZERO; LANES]; LBLOCK.min(n_cols)];
     let mut ebuf = Vec::new();
     for j0 in (0..n_cols).step_by(LBLOCK) {
+        stop.check()?;
         let n = LBLOCK.min(n_cols - j0);
-        let entries = sjlt.entries(j0, n, &mut ebuf);
+        let entries = sjlt.entries(j0, n, &mut ebuf)?;
         fill(j0, &mut xt[..n]);
         scatter(c, entries, &xt[..n], &mut acc);
     }
@@ -46,6 +51,7 @@ pub(crate) fn project_group<A: Accum>(
             out[l * k + i] = if c > 1 { v * scale } else { v };
         }
     }
+    Ok(())
 }
 
 /// Projects one sample with scalar arithmetic: exactly one lane of [`project_group`] (columns in
@@ -53,20 +59,25 @@ pub(crate) fn project_group<A: Accum>(
 ///
 /// `row(j0, vals)` writes columns `j0 .. j0 + vals.len()` of the sample; `out` is its
 /// `(out_dim,)` output, overwritten.
+///
+/// # Errors
+/// `OutOfMemory` (on-the-fly entries); `Cancelled`.
 pub(crate) fn project_one<A: Accum>(
-    sjlt: &Sjlt,
+    sjlt: &Buckets,
     n_cols: usize,
     row: impl Fn(usize, &mut [A]),
     out: &mut [A],
-) {
+    stop: &Stop,
+) -> Result<()> {
     let c = sjlt.c();
     debug_assert!(out.len() == sjlt.out_dim());
     out.fill(A::ZERO);
     let mut vals = vec![A::ZERO; LBLOCK.min(n_cols)];
     let mut ebuf = Vec::new();
     for j0 in (0..n_cols).step_by(LBLOCK) {
+        stop.check()?;
         let n = LBLOCK.min(n_cols - j0);
-        let entries = sjlt.entries(j0, n, &mut ebuf);
+        let entries = sjlt.entries(j0, n, &mut ebuf)?;
         row(j0, &mut vals[..n]);
         for (&v, col) in vals[..n].iter().zip(entries.chunks_exact(c)) {
             for &e in col {
@@ -81,6 +92,7 @@ pub(crate) fn project_one<A: Accum>(
             *v = *v * scale;
         }
     }
+    Ok(())
 }
 
 /// The `LANES` input rows of group `b0` (of `rows` real samples) of a row-major `(batch, p)`

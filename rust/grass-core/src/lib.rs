@@ -13,9 +13,16 @@
 //! Every random choice comes from one counter-based hash ([`hash`]); the seed → matrix contract is
 //! documented in `docs/CONTRACT.md` and pinned by test vectors.
 //!
-//! The core never touches Python: inputs are plain slices, row-major `(batch, dim)`.
+//! Every projector implements [`Projection`]; [`Projector`] is the one enum over all of them.
+//!
+//! The core never touches Python: inputs are plain slices, row-major `(batch, dim)`. Module
+//! dependencies form a DAG (checked by `tests/module_graph.rs`): `error`, `alloc`, `cancel`,
+//! `hash`, `gauss`, `simd`, `micro` at the bottom; `projector` and `cuda` at the top.
 #![warn(missing_docs)]
 
+mod alloc;
+mod buckets;
+pub mod cancel;
 /// The GPU path (a stub returning `CudaUnavailable` without the `cuda` feature).
 pub mod cuda;
 pub mod dense;
@@ -26,30 +33,21 @@ pub mod grass;
 pub mod hash;
 pub mod lanes;
 pub mod mask;
+pub mod micro;
 pub mod outer;
 pub mod parallel;
+pub mod projection;
+pub mod projector;
 mod simd;
 pub mod sjlt;
 pub mod srht;
 
 pub use dense::{Dense, DenseKind};
-pub use elem::{Accum, Load};
+pub use elem::{Accum, ElemType, Load};
 pub use error::{Error, Result};
 pub use grass::Grass;
 pub use mask::Mask;
+pub use projection::Projection;
+pub use projector::Projector;
 pub use sjlt::Sjlt;
 pub use srht::Srht;
-
-/// Checks that a row-major `(batch, dim)` buffer has the right length.
-pub(crate) fn check_len(what: &'static str, len: usize, batch: usize, dim: usize) -> Result<()> {
-    let expected = batch.checked_mul(dim).ok_or(Error::TooLarge { what })?;
-    if len == expected {
-        Ok(())
-    } else {
-        Err(Error::Shape {
-            what,
-            expected,
-            got: len,
-        })
-    }
-}

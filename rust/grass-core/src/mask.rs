@@ -1,18 +1,27 @@
 //! Random coordinate masks: `out_dim` distinct coordinates of `0..in_dim`, uniformly without
 //! replacement (Floyd's algorithm driven by the `Mask` hash stream), kept in increasing order.
+use crate::alloc;
+use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{invalid, Result};
+use crate::error::{check_len, invalid, Result};
 use crate::hash::{below, hash, stream_key, Stream};
-use crate::sjlt::SyncPtr;
-use crate::{check_len, parallel};
+use crate::parallel::{self, SyncPtr};
+use crate::projection::Projection;
 use rayon::prelude::*;
 use std::collections::HashSet;
+
+/// Draws between cancellation polls of the sampler.
+const POLL: usize = 1 << 16;
 
 /// Draws the sorted mask of `m` coordinates out of `n` for `seed`.
 ///
 /// Floyd's algorithm: for `t = 0 .. m`, with `j = n − m + t`, draw `r = below(hash(key, t), j + 1)`;
 /// insert `r` unless already chosen, else insert `j`. The set is returned sorted.
-pub fn sample(n: usize, m: usize, seed: u64) -> Vec<usize> {
+///
+/// # Errors
+/// `OutOfMemory` when the `m` indices (or the sampler's `n`-bit set) cannot be allocated;
+/// `Cancelled`.
+pub fn sample(n: usize, m: usize, seed: u64) -> Result<Vec<usize>> {
     sample_keyed(n, m, stream_key(seed, Stream::Mask))
 }
 
@@ -20,14 +29,23 @@ pub fn sample(n: usize, m: usize, seed: u64) -> Vec<usize> {
 /// (used by the SRHT to draw its rows from its own stream).
 ///
 /// Requires `m ≤ n`.
-pub fn sample_keyed(n: usize, m: usize, key: u64) -> Vec<usize> {
+///
+/// # Errors
+/// As [`sample`].
+pub fn sample_keyed(n: usize, m: usize, key: u64) -> Result<Vec<usize>> {
+    let mut out = alloc::with_capacity(m, "mask indices")?;
+    let stop = Stop::current();
     let draws = (0..m).map(|t| {
+        if t % POLL == 0 {
+            stop.check()?;
+        }
         let j = n - m + t;
-        (below(hash(key, t as u64), j as u64 + 1) as usize, j)
+        Ok((below(hash(key, t as u64), j as u64 + 1) as usize, j))
     });
     if m.saturating_mul(64) >= n {
-        let mut bits = vec![0u64; n.div_ceil(64)];
-        for (r, j) in draws {
+        let mut bits = alloc::vec_of(n.div_ceil(64), 0u64, "mask bitmap words")?;
+        for d in draws {
+            let (r, j) = d?;
             let pick = if bits[r / 64] >> (r % 64) & 1 == 0 {
                 r
             } else {
@@ -35,7 +53,6 @@ pub fn sample_keyed(n: usize, m: usize, key: u64) -> Vec<usize> {
             };
             bits[pick / 64] |= 1 << (pick % 64);
         }
-        let mut out = Vec::with_capacity(m);
         for (w, &word) in bits.iter().enumerate() {
             let mut word = word;
             while word != 0 {
@@ -43,25 +60,28 @@ pub fn sample_keyed(n: usize, m: usize, key: u64) -> Vec<usize> {
                 word &= word - 1;
             }
         }
-        out
     } else {
-        let mut set = HashSet::with_capacity(m);
-        for (r, j) in draws {
+        let mut set = HashSet::new();
+        set.try_reserve(m)
+            .map_err(|_| alloc::oom::<(usize, u64)>("mask set entries", m))?;
+        for d in draws {
+            let (r, j) = d?;
             if !set.insert(r) {
                 set.insert(j);
             }
         }
-        let mut out: Vec<usize> = set.into_iter().collect();
+        out.extend(set);
         out.sort_unstable();
-        out
     }
+    Ok(out)
 }
 
 /// Gathers columns: `out[b][m] = x[b][idx[m]]` for a row-major `(batch, p)` input, in parallel
 /// over rows (`idx` in any order, repeats allowed).
 ///
 /// # Errors
-/// `Shape` when a buffer's length does not match; `InvalidArgument` when an index is `≥ p`.
+/// `Shape` when a buffer's length does not match; `InvalidArgument` when an index is `≥ p`;
+/// `Cancelled`.
 pub fn gather_columns<T: Load<A>, A: Accum>(
     x: &[T],
     batch: usize,
@@ -82,19 +102,21 @@ pub fn gather_columns<T: Load<A>, A: Accum>(
         return Ok(());
     }
     let rows_per_task = (1 << 16) / k.max(1) + 1;
+    let stop = Stop::current();
     parallel::install(|| {
         out.par_chunks_mut(k * rows_per_task)
             .zip(x.par_chunks(p * rows_per_task))
-            .for_each(|(o, xs)| {
+            .try_for_each(|(o, xs)| {
+                stop.check()?;
                 for (orow, xrow) in o.chunks_exact_mut(k).zip(xs.chunks_exact(p)) {
                     for (dst, &i) in orow.iter_mut().zip(idx) {
                         // SAFETY: every index was checked to be `< p` above and `xrow.len() == p`.
                         *dst = unsafe { *xrow.get_unchecked(i) }.load();
                     }
                 }
-            });
-    });
-    Ok(())
+                Ok(())
+            })
+    })
 }
 
 /// A seeded coordinate mask from `in_dim` to `out_dim`, optionally scaled by `√(in_dim/out_dim)`.
@@ -110,7 +132,8 @@ impl Mask {
     /// Builds the mask.
     ///
     /// # Errors
-    /// `InvalidArgument` unless `1 ≤ out_dim ≤ in_dim`.
+    /// `InvalidArgument` unless `1 ≤ out_dim ≤ in_dim`; `OutOfMemory` when the `out_dim`
+    /// indices cannot be allocated; `Cancelled`.
     pub fn new(in_dim: usize, out_dim: usize, seed: u64, scale: bool) -> Result<Self> {
         if in_dim == 0 {
             return Err(invalid("in_dim", "must be at least 1"));
@@ -125,18 +148,10 @@ impl Mask {
             in_dim,
             seed,
             scale,
-            indices: sample(in_dim, out_dim, seed),
+            indices: sample(in_dim, out_dim, seed)?,
         })
     }
 
-    /// Input dimension.
-    pub fn in_dim(&self) -> usize {
-        self.in_dim
-    }
-    /// Output dimension (number of kept coordinates).
-    pub fn out_dim(&self) -> usize {
-        self.indices.len()
-    }
     /// The seed.
     pub fn seed(&self) -> u64 {
         self.seed
@@ -154,23 +169,30 @@ impl Mask {
         }
     }
 
-    /// Gathers the kept coordinates: `(batch, in_dim)` → `out` `(batch, out_dim)`.
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(
+    /// Zeroes `out` in parallel and returns a writer for the adjoint scatter of GraSS.
+    pub(crate) fn zero_out<A: Accum>(out: &mut [A]) -> SyncPtr<A> {
+        parallel::install(|| out.par_iter_mut().for_each(|v| *v = A::ZERO));
+        SyncPtr::new(out)
+    }
+}
+
+impl Projection for Mask {
+    fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+    /// The number of kept coordinates.
+    fn out_dim(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Gathers the kept coordinates (times the factor when scaled).
+    fn project_batch<T: Load<A>, A: Accum>(
         &self,
         x: &[T],
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
-        let (p, k) = (self.in_dim, self.out_dim());
-        check_len("x", x.len(), batch, p)?;
-        check_len("out", out.len(), batch, k)?;
-        if batch == 0 {
-            return Ok(());
-        }
-        gather_columns(x, batch, p, &self.indices, out)?;
+        gather_columns(x, batch, self.in_dim, &self.indices, out)?;
         if self.scale {
             let f = A::from_f64(self.factor());
             parallel::install(|| out.par_iter_mut().for_each(|v| *v = *v * f));
@@ -178,34 +200,22 @@ impl Mask {
         Ok(())
     }
 
-    /// The adjoint: scatters `(batch, out_dim)` back to zeros elsewhere in `(batch, in_dim)`.
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn transpose<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
+    /// Scatters the kept coordinates back, zeros elsewhere.
+    fn transpose_batch<A: Accum>(&self, y: &[A], _batch: usize, out: &mut [A]) -> Result<()> {
         let (p, k) = (self.in_dim, self.out_dim());
-        check_len("y", y.len(), batch, k)?;
-        check_len("out", out.len(), batch, p)?;
-        if batch == 0 {
-            return Ok(());
-        }
         let f = A::from_f64(self.factor());
+        let stop = Stop::current();
         parallel::install(|| {
             out.par_chunks_mut(p)
                 .zip(y.par_chunks(k))
-                .for_each(|(o, ys)| {
+                .try_for_each(|(o, ys)| {
+                    stop.check()?;
                     o.fill(A::ZERO);
                     for (&v, &i) in ys.iter().zip(&self.indices) {
                         o[i] = if self.scale { v * f } else { v };
                     }
-                });
-        });
-        Ok(())
-    }
-
-    /// Zeroes `out` in parallel and returns a writer for the adjoint scatter of GraSS.
-    pub(crate) fn zero_out<A: Accum>(out: &mut [A]) -> SyncPtr<A> {
-        parallel::install(|| out.par_iter_mut().for_each(|v| *v = A::ZERO));
-        SyncPtr::new(out)
+                    Ok(())
+                })
+        })
     }
 }

@@ -12,9 +12,11 @@
 //! Every element of `Z` is summed over `t = 0, 1, …, T−1` in that order by exactly one kernel
 //! (chunks reload the partial sums into the accumulators), so the result does not depend on the
 //! number of threads, the chunk size or the work split.
+use crate::alloc;
+use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{invalid, Result};
-use crate::{check_len, parallel};
+use crate::error::{check_len, invalid, Error, Result};
+use crate::parallel;
 use rayon::prelude::*;
 
 /// Tokens gathered per chunk (the two panels of a 128 + 128-column block are ~150 KiB in `f32`,
@@ -85,7 +87,7 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
     } = shape;
     let bt = batch
         .checked_mul(tokens)
-        .ok_or(crate::Error::TooLarge { what: "go" })?;
+        .ok_or(Error::TooLarge { what: "go" })?;
     check_len("go", go.len(), bt, d_out)?;
     check_len("x", x.len(), bt, d_in)?;
     let n = cols.len() + usize::from(bias);
@@ -116,7 +118,8 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
     // Small calls run on the calling thread: waking the pool costs tens of microseconds here.
     let work = bt.saturating_mul(rows.len() + cols.len()) + out.len();
     let groups = row_groups(batch, rows.len(), threads);
-    let mut items: Vec<(usize, usize, &mut [A])> = Vec::with_capacity(batch * groups.len());
+    let mut items: Vec<(usize, usize, &mut [A])> =
+        alloc::with_capacity(batch * groups.len(), "work items")?;
     for (b, zb) in out.chunks_exact_mut(rows.len() * n).enumerate() {
         let mut rest = zb;
         for &(r0, r1) in &groups {
@@ -125,15 +128,16 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
             rest = tail;
         }
     }
+    let stop = Stop::current();
     let run = |(b, r0, z): (usize, usize, &mut [A])| {
-        A::with_scratch(|scratch| job.run(b, r0, z, scratch));
+        stop.check()?;
+        A::with_scratch(|scratch| job.run(b, r0, z, scratch))
     };
     if work < SMALL_WORK || threads == 1 {
-        items.into_iter().for_each(run);
+        items.into_iter().try_for_each(run)
     } else {
-        parallel::install(|| items.into_par_iter().for_each(run));
+        parallel::install(|| items.into_par_iter().try_for_each(run))
     }
-    Ok(())
 }
 
 /// Splits `0..m` rows into contiguous groups so that `batch × groups` work items keep every
@@ -163,7 +167,7 @@ impl<T> Job<'_, T> {
     /// Rows `r0 .. r0 + z.len() / n` of sample `b`'s block: gathers each token chunk into two
     /// row-major panels (`ap` `(tc, m_pad)`, `bp` `(tc, n_pad)`, zero padding to whole tiles), then
     /// accumulates every `mr × nr` tile of `z` over the chunk with the widest kernel the CPU runs.
-    fn run<A: Accum>(&self, b: usize, r0: usize, z: &mut [A], scratch: &mut Vec<A>)
+    fn run<A: Accum>(&self, b: usize, r0: usize, z: &mut [A], scratch: &mut Vec<A>) -> Result<()>
     where
         T: Load<A>,
     {
@@ -187,7 +191,12 @@ impl<T> Job<'_, T> {
         // the padding columns are zeroed here and never written.
         let (a_len, b_len) = (chunk * m_pad, chunk * n_pad);
         scratch.clear();
-        scratch.resize(a_len + b_len + mr * nr, A::ZERO);
+        alloc::resize(
+            scratch,
+            a_len + b_len + mr * nr,
+            A::ZERO,
+            "outer-product panel values",
+        )?;
         let (ap, rest) = scratch.split_at_mut(a_len);
         let (bp, acc) = rest.split_at_mut(b_len);
         if self.bias {
@@ -236,207 +245,9 @@ impl<T> Job<'_, T> {
                 }
             }
         }
+        Ok(())
     }
 }
-
-/// `tile(a, lda, b, ldb, tc, acc)` of a [`Kernel`].
-type TileFn<A> = unsafe fn(&[A], usize, &[A], usize, usize, &mut [A]);
-
-/// A register-blocked outer-product kernel: `acc[r][c] += Σ_t a[t·lda + r] · b[t·ldb + c]` for
-/// `t < tc` in token order, `r < mr`, `c < nr`, into a row-major `(mr, nr)` accumulator.
-pub struct Kernel<A> {
-    pub(crate) mr: usize,
-    pub(crate) nr: usize,
-    /// `tile(a, lda, b, ldb, tc, acc)`; panics unless `a` / `b` hold `tc` strided rows and
-    /// `acc.len() == mr · nr`.
-    ///
-    /// # Safety
-    /// The CPU must have the kernel's target features.
-    pub(crate) tile: TileFn<A>,
-}
-
-/// Outer-product kernels of an accumulator type (`f32`, `f64`; a supertrait of [`Accum`]).
-pub trait Micro: Sized + 'static {
-    /// The widest kernel this CPU runs.
-    fn kernel() -> Kernel<Self>;
-    /// Runs `f` on this thread's scratch buffer (kept for the thread's lifetime).
-    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
-}
-
-/// Checks that `a` / `b` hold `tc` rows of strides `lda` / `ldb` and widths `mr` / `nr`.
-fn check_panels<A>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize, mr: usize, nr: usize) {
-    assert!(
-        tc > 0
-            && lda >= mr
-            && ldb >= nr
-            && a.len() >= (tc - 1) * lda + mr
-            && b.len() >= (tc - 1) * ldb + nr,
-        "outer-product panels out of bounds"
-    );
-}
-
-/// The portable kernel (`4 × 4`, separate multiply and add).
-fn tile_portable<A: Accum>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize, acc: &mut [A]) {
-    const M: usize = 4;
-    check_panels(a, lda, b, ldb, tc, M, M);
-    let mut c = [[A::ZERO; M]; M];
-    for (r, row) in c.iter_mut().enumerate() {
-        row.copy_from_slice(&acc[r * M..][..M]);
-    }
-    for t in 0..tc {
-        let (at, bt) = (&a[t * lda..][..M], &b[t * ldb..][..M]);
-        for r in 0..M {
-            for k in 0..M {
-                c[r][k] += at[r] * bt[k];
-            }
-        }
-    }
-    for (r, row) in c.iter().enumerate() {
-        acc[r * M..][..M].copy_from_slice(row);
-    }
-}
-
-/// An x86 SIMD kernel: `$mr` rows × `$nv` vectors of `$lanes` lanes, fused multiply-add.
-#[cfg(target_arch = "x86_64")]
-macro_rules! simd_tile {
-    ($name:ident, $feat:literal, $t:ty, $lanes:expr, $mr:expr, $nv:expr,
-     $load:ident, $store:ident, $set1:ident, $fma:ident) => {
-        #[target_feature(enable = $feat)]
-        fn $name(a: &[$t], lda: usize, b: &[$t], ldb: usize, tc: usize, acc: &mut [$t]) {
-            use std::arch::x86_64::*;
-            const NR: usize = $nv * $lanes;
-            check_panels(a, lda, b, ldb, tc, $mr, NR);
-            assert!(acc.len() == $mr * NR);
-            let (pa, pb, pc) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
-            // SAFETY (all pointer reads / writes): `acc` has `$mr·NR` elements, and for `t < tc`
-            // rows `t·lda .. t·lda + $mr` of `a` and `t·ldb .. t·ldb + NR` of `b` are in bounds
-            // (checked above); unaligned loads / stores are used throughout.
-            unsafe {
-                let mut c = [[$set1(0.0); $nv]; $mr];
-                for r in 0..$mr {
-                    for v in 0..$nv {
-                        c[r][v] = $load(pc.add(r * NR + v * $lanes));
-                    }
-                }
-                for t in 0..tc {
-                    let mut bv = [$set1(0.0); $nv];
-                    for v in 0..$nv {
-                        bv[v] = $load(pb.add(t * ldb + v * $lanes));
-                    }
-                    for r in 0..$mr {
-                        let ar = $set1(*pa.add(t * lda + r));
-                        for v in 0..$nv {
-                            c[r][v] = $fma(ar, bv[v], c[r][v]);
-                        }
-                    }
-                }
-                for r in 0..$mr {
-                    for v in 0..$nv {
-                        $store(pc.add(r * NR + v * $lanes), c[r][v]);
-                    }
-                }
-            }
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-simd_tile!(
-    tile_f32_avx512,
-    "avx512f",
-    f32,
-    16,
-    8,
-    2,
-    _mm512_loadu_ps,
-    _mm512_storeu_ps,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps
-);
-#[cfg(target_arch = "x86_64")]
-simd_tile!(
-    tile_f64_avx512,
-    "avx512f",
-    f64,
-    8,
-    8,
-    2,
-    _mm512_loadu_pd,
-    _mm512_storeu_pd,
-    _mm512_set1_pd,
-    _mm512_fmadd_pd
-);
-#[cfg(target_arch = "x86_64")]
-simd_tile!(
-    tile_f32_avx2,
-    "avx2,fma",
-    f32,
-    8,
-    6,
-    2,
-    _mm256_loadu_ps,
-    _mm256_storeu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps
-);
-#[cfg(target_arch = "x86_64")]
-simd_tile!(
-    tile_f64_avx2,
-    "avx2,fma",
-    f64,
-    4,
-    6,
-    2,
-    _mm256_loadu_pd,
-    _mm256_storeu_pd,
-    _mm256_set1_pd,
-    _mm256_fmadd_pd
-);
-
-macro_rules! impl_micro {
-    ($t:ty, $avx512:ident, $lanes512:expr, $avx2:ident, $lanes2:expr) => {
-        impl Micro for $t {
-            fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
-                thread_local! {
-                    static SCRATCH: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
-                }
-                SCRATCH.with(|s| match s.try_borrow_mut() {
-                    Ok(mut v) => f(&mut v),
-                    Err(_) => f(&mut Vec::new()), // re-entered (a nested call): a fresh buffer
-                })
-            }
-
-            fn kernel() -> Kernel<Self> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if std::arch::is_x86_feature_detected!("avx512f") {
-                        return Kernel {
-                            mr: 8,
-                            nr: 2 * $lanes512,
-                            tile: $avx512,
-                        };
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
-                        return Kernel {
-                            mr: 6,
-                            nr: 2 * $lanes2,
-                            tile: $avx2,
-                        };
-                    }
-                }
-                Kernel {
-                    mr: 4,
-                    nr: 4,
-                    tile: tile_portable::<$t>,
-                }
-            }
-        }
-    };
-}
-impl_micro!(f32, tile_f32_avx512, 16, tile_f32_avx2, 8);
-impl_micro!(f64, tile_f64_avx512, 8, tile_f64_avx2, 4);
 
 #[cfg(test)]
 mod tests {
@@ -548,61 +359,6 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(7));
-    }
-
-    /// Every kernel this CPU can run (portable, AVX2, AVX-512) against the plain sum, on strided
-    /// panels, accumulating onto a non-zero `acc`.
-    fn kernels_match<A: Accum + Into<f64>>(
-        kernels: &[(usize, usize, TileFn<A>)],
-        from: fn(f64) -> A,
-        tol: f64,
-    ) {
-        let mut st = 11u64;
-        for &(mr, nr, tile) in kernels {
-            let (tc, lda, ldb) = (37, mr + 3, nr + 5);
-            let a: Vec<A> = (0..tc * lda).map(|_| from(lcg(&mut st))).collect();
-            let b: Vec<A> = (0..tc * ldb).map(|_| from(lcg(&mut st))).collect();
-            let init: Vec<A> = (0..mr * nr).map(|_| from(lcg(&mut st))).collect();
-            let mut acc = init.clone();
-            // SAFETY: the kernels listed are the ones this CPU supports (checked by the caller).
-            unsafe { tile(&a, lda, &b, ldb, tc, &mut acc) };
-            for r in 0..mr {
-                for c in 0..nr {
-                    let want: f64 = init[r * nr + c].into()
-                        + (0..tc)
-                            .map(|t| a[t * lda + r].into() * b[t * ldb + c].into())
-                            .sum::<f64>();
-                    let got: f64 = acc[r * nr + c].into();
-                    assert!(
-                        (got - want).abs() <= tol,
-                        "{mr}x{nr} [{r}][{c}]: {got} vs {want}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn every_kernel_matches_the_sum() {
-        let mut k32: Vec<(usize, usize, TileFn<f32>)> = vec![(4, 4, tile_portable::<f32>)];
-        let mut k64: Vec<(usize, usize, TileFn<f64>)> = vec![(4, 4, tile_portable::<f64>)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                k32.push((6, 16, tile_f32_avx2));
-                k64.push((6, 8, tile_f64_avx2));
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                k32.push((8, 32, tile_f32_avx512));
-                k64.push((8, 16, tile_f64_avx512));
-            }
-        }
-        kernels_match(&k32, |v| v as f32, 1e-5);
-        kernels_match(&k64, |v| v, 1e-12);
-        let (a, b) = (f32::kernel(), f64::kernel());
-        assert!(a.mr * a.nr >= 16 && b.mr * b.nr >= 16);
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! Hand-vectorized helpers (x86-64 AVX), selected at run time; every caller has a portable path.
-use crate::lanes::{Lanes, LANES};
+
+/// Samples per lane group of the SJLT kernel (one 512-bit vector of `f32`).
+pub const LANES: usize = 16;
+
+/// A vector of one value per lane.
+pub type Lanes<A> = [A; LANES];
 
 /// Transposes columns `j0 .. j0 + xt.len()` of 16 `f32` rows into `xt[m][l] = src[l][j0 + m]`.
 ///
 /// Returns `false` (and writes nothing) when the CPU lacks AVX.
-pub(crate) fn transpose_f32(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
+pub fn transpose_f32(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
     let n = xt.len();
     assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
     #[cfg(target_arch = "x86_64")]

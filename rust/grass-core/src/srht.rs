@@ -15,10 +15,14 @@
 //! So `P[i][j] = d_j · (−1)^popcount(rᵢ & j) / √k`, and `E‖Px‖² = ‖x‖²` over the row draw.
 //! `project` runs one in-place fast Walsh–Hadamard transform per sample; `transpose` (the adjoint)
 //! scatters into the kept rows, transforms, and applies the signs.
+use crate::alloc;
+use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::hash::{hash, mix64, stream_key, Stream};
-use crate::{check_len, mask, parallel};
+use crate::mask;
+use crate::parallel;
+use crate::projection::Projection;
 use rayon::prelude::*;
 
 /// Butterfly stages with span below this many elements run block by block (in cache).
@@ -39,7 +43,8 @@ impl Srht {
     /// Builds the transform.
     ///
     /// # Errors
-    /// `InvalidArgument` when `in_dim == 0` or `out_dim ∉ 1..=in_dim.next_power_of_two()`.
+    /// `InvalidArgument` when `in_dim == 0` or `out_dim ∉ 1..=in_dim.next_power_of_two()`;
+    /// `OutOfMemory` when the `in_dim` signs or `out_dim` rows cannot be allocated; `Cancelled`.
     pub fn new(in_dim: usize, out_dim: usize, seed: u64) -> Result<Self> {
         if in_dim == 0 {
             return Err(invalid("in_dim", "must be at least 1"));
@@ -54,16 +59,26 @@ impl Srht {
             ));
         }
         let key = stream_key(seed, Stream::Srht);
-        let mut signs = vec![0u64; in_dim.div_ceil(64)];
-        for (w, word) in signs.iter_mut().enumerate() {
-            for bit in 0..64 {
-                let j = w * 64 + bit;
-                if j < in_dim && hash(key, j as u64) & 1 == 1 {
-                    *word |= 1 << bit;
-                }
-            }
-        }
-        let rows = mask::sample_keyed(padded, out_dim, mix64(key));
+        let mut signs = alloc::vec_of(in_dim.div_ceil(64), 0u64, "SRHT sign words")?;
+        let stop = Stop::current();
+        parallel::install(|| {
+            signs
+                .par_chunks_mut(1024)
+                .enumerate()
+                .try_for_each(|(c, words)| {
+                    stop.check()?;
+                    for (i, word) in words.iter_mut().enumerate() {
+                        for bit in 0..64 {
+                            let j = (c * 1024 + i) * 64 + bit;
+                            if j < in_dim && hash(key, j as u64) & 1 == 1 {
+                                *word |= 1 << bit;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+        })?;
+        let rows = mask::sample_keyed(padded, out_dim, mix64(key))?;
         Ok(Self {
             in_dim,
             padded,
@@ -73,14 +88,6 @@ impl Srht {
         })
     }
 
-    /// Input dimension `p`.
-    pub fn in_dim(&self) -> usize {
-        self.in_dim
-    }
-    /// Output dimension `k`.
-    pub fn out_dim(&self) -> usize {
-        self.rows.len()
-    }
     /// Padded dimension `n`: the next power of two `≥ p`.
     pub fn padded_dim(&self) -> usize {
         self.padded
@@ -110,74 +117,74 @@ impl Srht {
     fn scale<A: Accum>(&self) -> A {
         A::from_f64(1.0 / (self.out_dim() as f64).sqrt())
     }
+}
 
-    /// Projects a row-major `(batch, in_dim)` input into `out` `(batch, out_dim)` (overwritten).
-    ///
+impl Projection for Srht {
+    fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+    fn out_dim(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Each sample is transformed independently with a fixed operation order, so the result is
     /// bit-identical for any thread count and any split of the batch.
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn project<T: Load<A>, A: Accum>(
+    fn project_batch<T: Load<A>, A: Accum>(
         &self,
         x: &[T],
-        batch: usize,
+        _batch: usize,
         out: &mut [A],
     ) -> Result<()> {
         let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
-        check_len("x", x.len(), batch, p)?;
-        check_len("out", out.len(), batch, k)?;
-        if batch == 0 {
-            return Ok(());
-        }
+        let stop = Stop::current();
         let scale: A = self.scale();
         parallel::install(|| {
-            out.par_chunks_mut(k).zip(x.par_chunks(p)).for_each_init(
-                || vec![A::ZERO; n],
-                |buf, (o, xs)| {
-                    for (j, (b, &v)) in buf.iter_mut().zip(xs).enumerate() {
-                        *b = v.load().flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
-                    }
-                    buf[p..].fill(A::ZERO);
-                    fwht(buf);
-                    for (dst, &r) in o.iter_mut().zip(&self.rows) {
-                        *dst = buf[r] * scale;
-                    }
-                },
-            );
-        });
-        Ok(())
+            out.par_chunks_mut(k)
+                .zip(x.par_chunks(p))
+                .try_for_each_init(
+                    || alloc::vec_of(n, A::ZERO, "SRHT padded values"),
+                    |buf, (o, xs)| {
+                        stop.check()?;
+                        let buf = buf.as_mut().map_err(|e| e.clone())?;
+                        for (j, (b, &v)) in buf.iter_mut().zip(xs).enumerate() {
+                            *b = v.load().flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
+                        }
+                        buf[p..].fill(A::ZERO);
+                        fwht(buf);
+                        for (dst, &r) in o.iter_mut().zip(&self.rows) {
+                            *dst = buf[r] * scale;
+                        }
+                        Ok(())
+                    },
+                )
+        })
     }
 
-    /// Applies the adjoint `Pᵀ = (1/√k) · D · H · Sᵀ` (truncated to the first `in_dim`
-    /// coordinates): `y` `(batch, out_dim)` → `out` `(batch, in_dim)` (overwritten).
-    ///
-    /// # Errors
-    /// `Shape` when a buffer's length does not match `batch`.
-    pub fn transpose<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
+    /// The adjoint `Pᵀ = (1/√k) · D · H · Sᵀ` (truncated to the first `in_dim` coordinates).
+    fn transpose_batch<A: Accum>(&self, y: &[A], _batch: usize, out: &mut [A]) -> Result<()> {
         let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
-        check_len("y", y.len(), batch, k)?;
-        check_len("out", out.len(), batch, p)?;
-        if batch == 0 {
-            return Ok(());
-        }
+        let stop = Stop::current();
         let scale: A = self.scale();
         parallel::install(|| {
-            out.par_chunks_mut(p).zip(y.par_chunks(k)).for_each_init(
-                || vec![A::ZERO; n],
-                |buf, (o, ys)| {
-                    buf.fill(A::ZERO);
-                    for (&v, &r) in ys.iter().zip(&self.rows) {
-                        buf[r] = v;
-                    }
-                    fwht(buf);
-                    for (j, (dst, &b)) in o.iter_mut().zip(buf.iter()).enumerate() {
-                        *dst = (b * scale).flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
-                    }
-                },
-            );
-        });
-        Ok(())
+            out.par_chunks_mut(p)
+                .zip(y.par_chunks(k))
+                .try_for_each_init(
+                    || alloc::vec_of(n, A::ZERO, "SRHT padded values"),
+                    |buf, (o, ys)| {
+                        stop.check()?;
+                        let buf = buf.as_mut().map_err(|e| e.clone())?;
+                        buf.fill(A::ZERO);
+                        for (&v, &r) in ys.iter().zip(&self.rows) {
+                            buf[r] = v;
+                        }
+                        fwht(buf);
+                        for (j, (dst, &b)) in o.iter_mut().zip(buf.iter()).enumerate() {
+                            *dst = (b * scale).flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
+                        }
+                        Ok(())
+                    },
+                )
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Property tests: every projector equals multiplication by its explicitly materialized matrix,
 //! the adjoint is the transpose, GraSS is SJLT ∘ MASK, and results do not depend on threads.
 #![allow(clippy::needless_range_loop)]
-use grass_core::{parallel, Dense, DenseKind, Grass, Mask, Sjlt};
+use grass_core::{parallel, Dense, DenseKind, Grass, Mask, Projection, Sjlt};
 use proptest::prelude::*;
 
 /// Dense `k × p` matrix of a projector, built column by column from its public description.
@@ -68,7 +68,7 @@ proptest! {
         let s = Sjlt::new(p, k, c, seed).unwrap();
         let m = sjlt_matrix(&s);
         for j in 0..p {
-            let mut b: Vec<usize> = s.column(j).into_iter().map(|e| e.0).collect();
+            let mut b: Vec<usize> = s.column(j).map(|e| e.0).collect();
             b.sort_unstable();
             b.dedup();
             prop_assert_eq!(b.len(), c, "distinct buckets");

@@ -1,7 +1,8 @@
 //! `_core.gather_columns`: a parallel column gather used by the factorized compressors.
+use crate::args::usize_arg;
+use crate::errors::{type_error, value_error};
 use crate::gil::run_detached;
 use crate::tensor::{borrow, disjoint, with_io_types};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 /// `out[b][m] = x[b][idx[m]]`: `x` `(rows, p)`, `out` `(rows, len(idx))`, C-contiguous CPU
@@ -15,7 +16,7 @@ pub fn gather_columns(
 ) -> PyResult<()> {
     let (xv, ov) = (borrow(x, "x")?, borrow(out, "out")?);
     if ov.rows != xv.rows || ov.cols != idx.len() {
-        return Err(PyValueError::new_err(format!(
+        return Err(value_error(format!(
             "`out` must have shape ({}, {}), got ({}, {})",
             xv.rows,
             idx.len(),
@@ -31,7 +32,10 @@ pub fn gather_columns(
     unsafe {
         with_io_types!(xv.dtype, ov.dtype, |T, A| {
             let (a, b) = (xv.slice::<T>(), ov.slice_mut::<A>());
-            run_detached(py, || grass_core::mask::gather_columns(a, rows, p, idx, b))
+            let work = b.len();
+            run_detached(py, work, || {
+                grass_core::mask::gather_columns(a, rows, p, idx, b)
+            })
         })
     }
 }
@@ -46,21 +50,22 @@ pub fn masked_outer(
     py: Python<'_>,
     go: &Bound<'_, PyAny>,
     x: &Bound<'_, PyAny>,
-    tokens: usize,
+    tokens: &Bound<'_, PyAny>,
     rows: Vec<usize>,
     cols: Vec<usize>,
     bias: bool,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
+    let tokens = usize_arg(tokens, "tokens")?;
     let (gv, xv, ov) = (borrow(go, "go")?, borrow(x, "x")?, borrow(out, "out")?);
     if gv.dtype != xv.dtype {
-        return Err(PyTypeError::new_err(format!(
+        return Err(type_error(format!(
             "`go` and `x` must have the same dtype, got {:?} and {:?}",
             gv.dtype, xv.dtype
         )));
     }
     if tokens == 0 || gv.rows % tokens != 0 || xv.rows != gv.rows {
-        return Err(PyValueError::new_err(format!(
+        return Err(value_error(format!(
             "`go` ({} rows) and `x` ({} rows) must both have batch · tokens rows, tokens = {tokens}",
             gv.rows, xv.rows
         )));
@@ -79,7 +84,8 @@ pub fn masked_outer(
     unsafe {
         with_io_types!(gv.dtype, ov.dtype, |T, A| {
             let (g, x, o) = (gv.slice::<T>(), xv.slice::<T>(), ov.slice_mut::<A>());
-            run_detached(py, || {
+            let work = g.len() + x.len() + o.len();
+            run_detached(py, work, || {
                 grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
             })
         })

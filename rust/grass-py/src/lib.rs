@@ -1,5 +1,6 @@
 //! `grass_rs._core`: the PyO3 binding of grass-core. Conversion, GIL release and error mapping
 //! only; the algorithms live in `grass-core`.
+mod args;
 mod cuda;
 mod errors;
 mod gather;
@@ -20,7 +21,8 @@ mod _core {
     #[pymodule_export]
     use super::cuda::{cuda_device_count, get_deterministic, set_deterministic};
 
-    use super::errors::PyGrassError;
+    use super::args::{i128_arg, u64_arg};
+    use super::errors::{value_error, PyGrassError};
     use pyo3::prelude::*;
 
     #[pymodule_init]
@@ -31,10 +33,13 @@ mod _core {
         Ok(())
     }
 
-    /// Sets the number of threads of grass-rs's own pool.
+    /// Sets the number of threads of grass-rs's own pool: `1 ≤ n ≤ min(4 × cores, 1024)`
+    /// (`GrassValueError` otherwise). The pool is rebuilt with the GIL released.
     #[pyfunction]
-    fn set_num_threads(n: usize) -> PyResult<()> {
-        grass_core::parallel::set_num_threads(n).map_err(|e| PyGrassError(e).into())
+    fn set_num_threads(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = grass_core::parallel::check_num_threads(i128_arg(n, "n")?).map_err(PyGrassError)?;
+        py.detach(|| grass_core::parallel::set_num_threads(n))
+            .map_err(|e| PyGrassError(e).into())
     }
 
     /// The number of threads of grass-rs's own pool.
@@ -45,24 +50,26 @@ mod _core {
 
     /// The contract hash: the `counter`-th word of stream `key` (see docs/CONTRACT.md).
     #[pyfunction]
-    fn hash(key: u64, counter: u64) -> u64 {
-        grass_core::hash::hash(key, counter)
+    fn hash(key: &Bound<'_, PyAny>, counter: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let (key, counter) = (u64_arg(key, "key")?, u64_arg(counter, "counter")?);
+        Ok(grass_core::hash::hash(key, counter))
     }
 
     /// The key of stream `stream` (1 SJLT, 2 mask, 3 Gaussian, 4 Rademacher, 5 SRHT) of `seed`.
     #[pyfunction]
-    fn stream_key(seed: u64, stream: u64) -> PyResult<u64> {
+    fn stream_key(seed: &Bound<'_, PyAny>, stream: &Bound<'_, PyAny>) -> PyResult<u64> {
         use grass_core::hash::Stream;
-        let s = match stream {
+        let seed = u64_arg(seed, "seed")?;
+        let s = match u64_arg(stream, "stream")? {
             1 => Stream::Sjlt,
             2 => Stream::Mask,
             3 => Stream::Gaussian,
             4 => Stream::Rademacher,
             5 => Stream::Srht,
-            _ => {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "stream must be in 1..=5",
-                ))
+            other => {
+                return Err(value_error(format!(
+                    "`stream` must be in 1..=5, got {other}"
+                )))
             }
         };
         Ok(grass_core::hash::stream_key(seed, s))

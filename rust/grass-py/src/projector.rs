@@ -1,194 +1,160 @@
-//! `_core.Projector`: one Python class over every grass-core projector.
+//! `_core.Projector`: one Python class over [`grass_core::Projector`] (every projector kind).
+use crate::args::{u64_arg, usize_arg};
+use crate::errors::{type_error, value_error};
 use crate::gil::run_detached;
-use crate::tensor::{borrow, disjoint, with_io_types, DType, TensorView};
-use grass_core::{Dense, DenseKind, Grass, Mask, Sjlt, Srht};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use crate::tensor::{borrow, check_adjoint, disjoint, with_io_types};
+use grass_core::{Dense, DenseKind, Grass, Mask, Projection, Projector, Sjlt, Srht};
 use pyo3::prelude::*;
-use std::sync::Arc;
-
-enum Inner {
-    Sjlt(Sjlt),
-    Mask(Mask),
-    Grass(Grass),
-    Dense(Dense),
-    Srht(Srht),
-}
-
-/// Projects `x` into `out` with one concrete projector and element types.
-macro_rules! with_inner {
-    ($inner:expr, $p:ident => $body:expr) => {
-        match $inner {
-            Inner::Sjlt($p) => $body,
-            Inner::Mask($p) => $body,
-            Inner::Grass($p) => $body,
-            Inner::Dense($p) => $body,
-            Inner::Srht($p) => $body,
-        }
-    };
-}
-
-impl Inner {
-    fn dims(&self) -> (usize, usize) {
-        with_inner!(self, p => (p.in_dim(), p.out_dim()))
-    }
-
-    /// The projector as a CUDA operation, when it has a GPU path.
-    fn cuda_op(&self) -> Option<grass_core::cuda::Op<'_>> {
-        use grass_core::cuda::Op;
-        match self {
-            Inner::Sjlt(p) => Some(Op::Sjlt(p)),
-            Inner::Mask(p) => Some(Op::Mask(p)),
-            Inner::Grass(p) => Some(Op::Grass(p)),
-            Inner::Dense(p) => Some(Op::Dense(p)),
-            Inner::Srht(_) => None,
-        }
-    }
-}
 
 /// A compiled projector (SJLT, mask, GraSS, Gaussian, Rademacher or SRHT).
 #[pyclass(name = "Projector", module = "grass_rs._core", frozen)]
 pub struct PyProjector {
-    inner: Arc<Inner>,
+    inner: Projector,
     /// Device tables of the CUDA path (uploaded on first use per device).
     cuda: grass_core::cuda::DeviceCache,
 }
 
-fn wrap(r: grass_core::Result<Inner>) -> PyResult<PyProjector> {
-    r.map(|inner| PyProjector {
-        inner: Arc::new(inner),
+/// Builds a projector with the GIL released (interruptible when `work` is large).
+fn build<P: Into<Projector>>(
+    py: Python<'_>,
+    work: usize,
+    f: impl FnOnce() -> grass_core::Result<P> + Send,
+) -> PyResult<PyProjector> {
+    let inner = run_detached(py, work, || f().map(Into::into))?;
+    Ok(PyProjector {
+        inner,
         cuda: grass_core::cuda::DeviceCache::default(),
     })
-    .map_err(|e| crate::errors::PyGrassError(e).into())
 }
 
-fn check(view: &TensorView<'_>, name: &str, rows: Option<usize>, cols: usize) -> PyResult<()> {
-    if view.cols != cols {
-        return Err(PyValueError::new_err(format!(
-            "`{name}` must have {cols} columns, got {}",
-            view.cols
-        )));
-    }
-    if let Some(r) = rows {
-        if view.rows != r {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` must have {r} rows, got {}",
-                view.rows
-            )));
-        }
-    }
-    Ok(())
-}
+/// An int or tensor argument (checked in the body).
+type Arg<'a, 'py> = &'a Bound<'py, PyAny>;
 
 #[pymethods]
 impl PyProjector {
     /// SJLT from `in_dim` to `out_dim` with `c` nonzeros per column.
     #[staticmethod]
-    fn sjlt(in_dim: usize, out_dim: usize, c: usize, seed: u64) -> PyResult<Self> {
-        wrap(Sjlt::new(in_dim, out_dim, c, seed).map(Inner::Sjlt))
+    fn sjlt(py: Python<'_>, in_dim: Arg, out_dim: Arg, c: Arg, seed: Arg) -> PyResult<Self> {
+        let (p, k) = (usize_arg(in_dim, "in_dim")?, usize_arg(out_dim, "out_dim")?);
+        let (c, seed) = (usize_arg(c, "c")?, u64_arg(seed, "seed")?);
+        build(py, p, || Sjlt::new(p, k, c, seed))
     }
 
     /// Coordinate mask, optionally scaled by `√(in_dim/out_dim)`.
     #[staticmethod]
-    fn mask(in_dim: usize, out_dim: usize, seed: u64, scale: bool) -> PyResult<Self> {
-        wrap(Mask::new(in_dim, out_dim, seed, scale).map(Inner::Mask))
+    fn mask(py: Python<'_>, in_dim: Arg, out_dim: Arg, seed: Arg, scale: bool) -> PyResult<Self> {
+        let (p, k) = (usize_arg(in_dim, "in_dim")?, usize_arg(out_dim, "out_dim")?);
+        let seed = u64_arg(seed, "seed")?;
+        build(py, k, || Mask::new(p, k, seed, scale))
     }
 
     /// GraSS: SJLT to `out_dim` after a mask to `mask_dim`.
     #[staticmethod]
     fn grass(
-        in_dim: usize,
-        out_dim: usize,
-        mask_dim: usize,
-        c: usize,
-        seed: u64,
+        py: Python<'_>,
+        in_dim: Arg,
+        out_dim: Arg,
+        mask_dim: Arg,
+        c: Arg,
+        seed: Arg,
     ) -> PyResult<Self> {
-        wrap(Grass::new(in_dim, out_dim, mask_dim, c, seed).map(Inner::Grass))
+        let (p, k) = (usize_arg(in_dim, "in_dim")?, usize_arg(out_dim, "out_dim")?);
+        let (m, c) = (usize_arg(mask_dim, "mask_dim")?, usize_arg(c, "c")?);
+        let seed = u64_arg(seed, "seed")?;
+        build(py, m, || Grass::new(p, k, m, c, seed))
     }
 
     /// Dense matrix-free projection; `kind` is "gaussian" or "rademacher".
     #[staticmethod]
-    fn dense(kind: &str, in_dim: usize, out_dim: usize, seed: u64) -> PyResult<Self> {
+    fn dense(py: Python<'_>, kind: &str, in_dim: Arg, out_dim: Arg, seed: Arg) -> PyResult<Self> {
         let kind = match kind {
             "gaussian" => DenseKind::Gaussian,
             "rademacher" => DenseKind::Rademacher,
-            _ => {
-                return Err(PyValueError::new_err(
-                    "kind must be 'gaussian' or 'rademacher'",
-                ))
-            }
+            _ => return Err(value_error("kind must be 'gaussian' or 'rademacher'")),
         };
-        wrap(Dense::new(kind, in_dim, out_dim, seed).map(Inner::Dense))
+        let (p, k) = (usize_arg(in_dim, "in_dim")?, usize_arg(out_dim, "out_dim")?);
+        let seed = u64_arg(seed, "seed")?;
+        build(py, 0, || Dense::new(kind, p, k, seed))
     }
 
     /// Subsampled randomized Hadamard transform (FJLT) from `in_dim` to `out_dim`.
     #[staticmethod]
-    fn srht(in_dim: usize, out_dim: usize, seed: u64) -> PyResult<Self> {
-        wrap(Srht::new(in_dim, out_dim, seed).map(Inner::Srht))
+    fn srht(py: Python<'_>, in_dim: Arg, out_dim: Arg, seed: Arg) -> PyResult<Self> {
+        let (p, k) = (usize_arg(in_dim, "in_dim")?, usize_arg(out_dim, "out_dim")?);
+        let seed = u64_arg(seed, "seed")?;
+        build(py, p, || Srht::new(p, k, seed))
     }
 
     /// SRHT only: the kept Hadamard rows (increasing) and, per input coordinate, whether its
     /// random sign is negative.
     fn srht_parts(&self) -> PyResult<(Vec<usize>, Vec<bool>)> {
-        match &*self.inner {
-            Inner::Srht(s) => Ok((
-                s.rows().to_vec(),
-                (0..s.in_dim()).map(|j| s.negative(j)).collect(),
-            )),
-            _ => Err(PyTypeError::new_err("this projector is not an SRHT")),
-        }
+        let Projector::Srht(s) = &self.inner else {
+            return Err(type_error("this projector is not an SRHT"));
+        };
+        let mut signs = Vec::new();
+        signs
+            .try_reserve_exact(s.in_dim())
+            .map_err(|_| memory_error(s.in_dim(), "SRHT signs"))?;
+        signs.extend((0..s.in_dim()).map(|j| s.negative(j)));
+        Ok((s.rows().to_vec(), signs))
     }
 
     #[getter]
     fn in_dim(&self) -> usize {
-        self.inner.dims().0
+        self.inner.in_dim()
     }
 
     #[getter]
     fn out_dim(&self) -> usize {
-        self.inner.dims().1
+        self.inner.out_dim()
     }
 
     /// Mask coordinates (mask and GraSS), increasing.
     fn mask_indices(&self) -> PyResult<Vec<usize>> {
-        match &*self.inner {
-            Inner::Mask(m) => Ok(m.indices().to_vec()),
-            Inner::Grass(g) => Ok(g.mask().indices().to_vec()),
-            _ => Err(PyTypeError::new_err("this projector has no mask")),
+        match &self.inner {
+            Projector::Mask(m) => Ok(m.indices().to_vec()),
+            Projector::Grass(g) => Ok(g.mask().indices().to_vec()),
+            _ => Err(type_error("this projector has no mask")),
         }
     }
 
     /// SJLT entries of columns `j0 .. j0 + n` as `(bucket, negative)` pairs, `c` per column.
-    fn sjlt_columns(&self, j0: usize, n: usize) -> PyResult<Vec<(usize, bool)>> {
-        let s = match &*self.inner {
-            Inner::Sjlt(s) => s,
-            Inner::Grass(g) => g.sjlt(),
-            _ => return Err(PyTypeError::new_err("this projector has no SJLT stage")),
+    fn sjlt_columns(&self, j0: Arg, n: Arg) -> PyResult<Vec<(usize, bool)>> {
+        let s = match &self.inner {
+            Projector::Sjlt(s) => s,
+            Projector::Grass(g) => g.sjlt(),
+            _ => return Err(type_error("this projector has no SJLT stage")),
         };
-        if j0.checked_add(n).is_none_or(|e| e > s.in_dim()) {
-            return Err(PyValueError::new_err("column range out of bounds"));
+        let p = s.in_dim();
+        let (j0, n) = (usize_arg(j0, "j0")?, usize_arg(n, "n")?);
+        if j0.checked_add(n).is_none_or(|e| e > p) {
+            let msg =
+                format!("columns `j0` .. `j0 + n` must lie in 0..={p}, got {j0} .. {j0} + {n}");
+            return Err(value_error(msg));
         }
-        Ok((j0..j0 + n).flat_map(|j| s.column(j)).collect())
+        let mut out = Vec::new();
+        out.try_reserve_exact(n * s.c())
+            .map_err(|_| memory_error(n * s.c(), "SJLT entries"))?;
+        out.extend((j0..j0 + n).flat_map(|j| s.column(j)));
+        Ok(out)
     }
 
     /// `out[b] = P x[b]`; `x` `(batch, in_dim)` float16/bfloat16/float32 → `out` float32, or
-    /// float64 → float64; both C-contiguous CPU tensors supporting DLPack.
-    fn project(
-        &self,
-        py: Python<'_>,
-        x: &Bound<'_, PyAny>,
-        out: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let (p, k) = self.inner.dims();
+    /// float64 → float64; both C-contiguous CPU tensors supporting DLPack. Interruptible with
+    /// Ctrl-C (`KeyboardInterrupt`; `out` is then unspecified).
+    fn project(&self, py: Python<'_>, x: Arg, out: Arg) -> PyResult<()> {
+        let (p, k) = (self.inner.in_dim(), self.inner.out_dim());
         let (xv, ov) = (borrow(x, "x")?, borrow(out, "out")?);
-        check(&xv, "x", None, p)?;
-        check(&ov, "out", Some(xv.rows), k)?;
+        xv.check_shape("x", None, p)?;
+        ov.check_shape("out", Some(xv.rows), k)?;
         disjoint(&xv, &ov)?;
-        let (inner, batch) = (Arc::clone(&self.inner), xv.rows);
+        let (inner, batch, work) = (&self.inner, xv.rows, xv.len() + ov.len());
         // SAFETY (all arms): the slice types match the checked dtypes, `x` and `out` are disjoint,
         // and both Python objects are borrowed by this frame for the whole call.
         unsafe {
             with_io_types!(xv.dtype, ov.dtype, |T, A| {
-                run(py, &inner, xv.slice::<T>(), batch, ov.slice_mut::<A>())
+                let (x, o) = (xv.slice::<T>(), ov.slice_mut::<A>());
+                run_detached(py, work, || inner.project(x, batch, o))
             })
         }
     }
@@ -200,77 +166,46 @@ impl PyProjector {
     fn project_cuda(
         &self,
         py: Python<'_>,
-        x: &Bound<'_, PyAny>,
-        out: &Bound<'_, PyAny>,
-        stream: usize,
+        x: Arg,
+        out: Arg,
+        stream: Arg,
         deterministic: bool,
     ) -> PyResult<()> {
-        crate::cuda::project(
-            py,
-            self.inner.cuda_op(),
-            &self.cuda,
-            x,
-            out,
-            stream,
-            deterministic,
-        )
+        let stream = usize_arg(stream, "stream")?;
+        crate::cuda::project(py, &self.inner, &self.cuda, x, out, stream, deterministic)
     }
 
     /// `transpose` on CUDA tensors, on the raw CUDA stream `stream` (always deterministic).
-    fn transpose_cuda(
-        &self,
-        py: Python<'_>,
-        y: &Bound<'_, PyAny>,
-        out: &Bound<'_, PyAny>,
-        stream: usize,
-    ) -> PyResult<()> {
-        crate::cuda::transpose(py, self.inner.cuda_op(), &self.cuda, y, out, stream)
+    fn transpose_cuda(&self, py: Python<'_>, y: Arg, out: Arg, stream: Arg) -> PyResult<()> {
+        let stream = usize_arg(stream, "stream")?;
+        crate::cuda::transpose(py, &self.inner, &self.cuda, y, out, stream)
     }
 
-    /// `out[b] = Pᵀ y[b]`; `y` `(batch, out_dim)` and `out` `(batch, in_dim)`, both float32 or float64.
-    fn transpose(
-        &self,
-        py: Python<'_>,
-        y: &Bound<'_, PyAny>,
-        out: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let (p, k) = self.inner.dims();
+    /// `out[b] = Pᵀ y[b]`; `y` `(batch, out_dim)` and `out` `(batch, in_dim)`, both float32 or
+    /// float64. Interruptible like `project`.
+    fn transpose(&self, py: Python<'_>, y: Arg, out: Arg) -> PyResult<()> {
+        let (p, k) = (self.inner.in_dim(), self.inner.out_dim());
         let (yv, ov) = (borrow(y, "y")?, borrow(out, "out")?);
-        check(&yv, "y", None, k)?;
-        check(&ov, "out", Some(yv.rows), p)?;
+        yv.check_shape("y", None, k)?;
+        ov.check_shape("out", Some(yv.rows), p)?;
         disjoint(&yv, &ov)?;
-        let (inner, batch) = (Arc::clone(&self.inner), yv.rows);
+        let (inner, batch, work) = (&self.inner, yv.rows, yv.len() + ov.len());
         // SAFETY: as in `project`.
         unsafe {
-            match (yv.dtype, ov.dtype) {
-                (DType::F32, DType::F32) => {
-                    run_t(py, &inner, yv.slice::<f32>(), batch, ov.slice_mut::<f32>())
-                }
-                (DType::F64, DType::F64) => {
-                    run_t(py, &inner, yv.slice::<f64>(), batch, ov.slice_mut::<f64>())
-                }
-                _ => Err(PyTypeError::new_err(
-                    "`y` and `out` must both be float32 or both float64",
-                )),
+            if check_adjoint(yv.dtype, ov.dtype)? == grass_core::ElemType::F64 {
+                let (y, o) = (yv.slice::<f64>(), ov.slice_mut::<f64>());
+                run_detached(py, work, || inner.transpose(y, batch, o))
+            } else {
+                let (y, o) = (yv.slice::<f32>(), ov.slice_mut::<f32>());
+                run_detached(py, work, || inner.transpose(y, batch, o))
             }
         }
     }
 }
 
-fn run<T, A>(py: Python<'_>, inner: &Inner, x: &[T], batch: usize, out: &mut [A]) -> PyResult<()>
-where
-    T: grass_core::Load<A>,
-    A: grass_core::Accum,
-{
-    run_detached(py, || with_inner!(inner, p => p.project(x, batch, out)))
-}
-
-fn run_t<A: grass_core::Accum>(
-    py: Python<'_>,
-    inner: &Inner,
-    y: &[A],
-    batch: usize,
-    out: &mut [A],
-) -> PyResult<()> {
-    run_detached(py, || with_inner!(inner, p => p.transpose(y, batch, out)))
+fn memory_error(count: usize, what: &str) -> PyErr {
+    crate::errors::new_err(
+        crate::errors::Kind::Memory,
+        format!("cannot allocate {count} {what}"),
+    )
 }

@@ -4,7 +4,8 @@
 //! the producer's `DLManagedTensor` (and so the memory) alive; the view is used only while the
 //! Python object passed in is referenced by the caller's frame. The capsule is not consumed
 //! (its name stays `dltensor`), so its destructor calls the producer's deleter when dropped.
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use crate::errors::{type_error, value_error};
+use grass_core::ElemType;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::ffi::{c_void, CStr};
@@ -42,80 +43,91 @@ struct DLManagedTensor {
     deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
 }
 
-pub(crate) const DL_CPU: i32 = 1;
-pub(crate) const DL_CUDA: i32 = 2;
+const DL_CPU: i32 = 1;
+const DL_CUDA: i32 = 2;
 
 /// Runs `$body` with the Rust types `$t` (input element) and `$a` (accumulator / output) bound
-/// for the CPU dtype pair `($input, $output)`: float16/bfloat16/float32 → float32, float64 →
-/// float64; any other pair is a `TypeError`.
+/// for the CPU dtype pair `($input, $output)` (checked by [`check_io`] first: float16 / bfloat16 /
+/// float32 → float32, float64 → float64).
 macro_rules! with_io_types {
     ($input:expr, $output:expr, |$t:ident, $a:ident| $body:expr) => {{
-        use $crate::tensor::DType;
-        match ($input, $output) {
-            (DType::F32, DType::F32) => {
+        use grass_core::ElemType;
+        match $crate::tensor::check_io($input, $output)? {
+            ElemType::F32 => {
                 type $t = f32;
                 type $a = f32;
                 $body
             }
-            (DType::F16, DType::F32) => {
+            ElemType::F16 => {
                 type $t = half::f16;
                 type $a = f32;
                 $body
             }
-            (DType::BF16, DType::F32) => {
+            ElemType::BF16 => {
                 type $t = half::bf16;
                 type $a = f32;
                 $body
             }
-            (DType::F64, DType::F64) => {
+            ElemType::F64 => {
                 type $t = f64;
                 type $a = f64;
                 $body
             }
-            _ => Err(pyo3::exceptions::PyTypeError::new_err(
-                "`out` must be float64 for float64 input, float32 otherwise",
-            )),
         }
     }};
 }
 pub(crate) use with_io_types;
 
-/// The element types grass-rs reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
-    F16,
-    BF16,
-    F32,
-    F64,
-}
-
-impl DType {
-    fn from_dl(t: DLDataType) -> Option<Self> {
-        match (t.code, t.bits, t.lanes) {
-            (2, 16, 1) => Some(Self::F16),
-            (4, 16, 1) => Some(Self::BF16),
-            (2, 32, 1) => Some(Self::F32),
-            (2, 64, 1) => Some(Self::F64),
-            _ => None,
-        }
-    }
-
-    pub fn size(self) -> usize {
-        match self {
-            Self::F16 | Self::BF16 => 2,
-            Self::F32 => 4,
-            Self::F64 => 8,
-        }
+/// The element type of a DLPack dtype, if grass-rs reads it.
+fn elem_type(t: DLDataType) -> Option<ElemType> {
+    match (t.code, t.bits, t.lanes) {
+        (2, 16, 1) => Some(ElemType::F16),
+        (4, 16, 1) => Some(ElemType::BF16),
+        (2, 32, 1) => Some(ElemType::F32),
+        (2, 64, 1) => Some(ElemType::F64),
+        _ => None,
     }
 }
 
-/// A borrowed, C-contiguous 2-D CPU tensor.
+/// Checks the projection's dtype rule (`out` is the accumulator type of the input) and returns
+/// the input type.
+///
+/// # Errors
+/// `GrassTypeError` otherwise.
+pub fn check_io(input: ElemType, out: ElemType) -> PyResult<ElemType> {
+    if out == input.accum() {
+        Ok(input)
+    } else {
+        Err(type_error(
+            "`out` must be float64 for float64 input, float32 otherwise",
+        ))
+    }
+}
+
+/// Checks the adjoint's dtype rule (`y` and `out` both float32 or both float64).
+///
+/// # Errors
+/// `GrassTypeError` otherwise.
+pub fn check_adjoint(y: ElemType, out: ElemType) -> PyResult<ElemType> {
+    if y == out && y.is_accum() {
+        Ok(y)
+    } else {
+        Err(type_error(
+            "`y` and `out` must both be float32 or both float64",
+        ))
+    }
+}
+
+/// A borrowed, C-contiguous 2-D tensor (CPU or CUDA) and the capsule that keeps it alive.
 pub struct TensorView<'py> {
     _capsule: Bound<'py, PyAny>,
-    pub ptr: usize,
+    /// Address of the first element (`data + byte_offset`).
+    pub ptr: u64,
     pub rows: usize,
     pub cols: usize,
-    pub dtype: DType,
+    pub dtype: ElemType,
+    /// DLPack device id (the CUDA ordinal for CUDA tensors).
+    pub device: i32,
 }
 
 impl TensorView<'_> {
@@ -125,25 +137,42 @@ impl TensorView<'_> {
     }
 
     /// The byte range `[start, end)` the tensor occupies.
-    pub fn span(&self) -> (usize, usize) {
-        (self.ptr, self.ptr + self.len() * self.dtype.size())
+    pub fn span(&self) -> (u64, u64) {
+        (self.ptr, self.ptr + (self.len() * self.dtype.size()) as u64)
     }
 
-    /// Reinterprets the memory as a slice of `T`.
+    /// Fails unless the tensor has `cols` columns (and `rows` rows when given).
+    pub fn check_shape(&self, name: &str, rows: Option<usize>, cols: usize) -> PyResult<()> {
+        if self.cols != cols {
+            return Err(value_error(format!(
+                "`{name}` must have {cols} columns, got {}",
+                self.cols
+            )));
+        }
+        match rows {
+            Some(r) if self.rows != r => Err(value_error(format!(
+                "`{name}` must have {r} rows, got {}",
+                self.rows
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reinterprets the memory (a CPU tensor's) as a slice of `T`.
     ///
     /// # Safety
-    /// `T` must be the Rust type of `self.dtype`, and the caller must not create overlapping
-    /// mutable views of the same memory.
+    /// `T` must be the Rust type of `self.dtype`, the tensor must be on the CPU, and the caller
+    /// must not create overlapping mutable views of the same memory.
     pub unsafe fn slice<'a, T>(&self) -> &'a [T] {
         if self.len() == 0 {
             return &[];
         }
         // SAFETY: the producer guarantees `len` contiguous elements at `ptr` (checked in
-        // `borrow`), alive as long as the capsule, which outlives this call.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const T, self.len()) }
+        // `borrow_raw`), alive as long as the capsule, which outlives this call.
+        unsafe { std::slice::from_raw_parts(self.ptr as usize as *const T, self.len()) }
     }
 
-    /// Reinterprets the memory as a mutable slice of `T`.
+    /// Reinterprets the memory (a CPU tensor's) as a mutable slice of `T`.
     ///
     /// # Safety
     /// As [`Self::slice`], and no other view of this memory may be alive.
@@ -153,12 +182,12 @@ impl TensorView<'_> {
             return &mut [];
         }
         // SAFETY: as in `slice`; exclusivity is the caller's obligation (checked by `disjoint`).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut T, self.len()) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as usize as *mut T, self.len()) }
     }
 }
 
 /// A validated 2-D, C-contiguous DLPack tensor and the capsule that keeps it alive.
-pub(crate) struct RawTensor<'py> {
+struct RawTensor<'py> {
     pub capsule: Bound<'py, PyAny>,
     /// Address of the first element (`data + byte_offset`).
     pub ptr: u64,
@@ -178,7 +207,7 @@ fn device_name(device_type: i32) -> &'static str {
 
 /// Borrows `obj` through `__dlpack__(**kwargs)` (falling back to no arguments) as a 2-D
 /// C-contiguous tensor on a device of DLPack type `want` (`DL_CPU` or `DL_CUDA`).
-pub(crate) fn borrow_raw<'py>(
+fn borrow_raw<'py>(
     obj: &Bound<'py, PyAny>,
     name: &str,
     want: i32,
@@ -190,14 +219,14 @@ pub(crate) fn borrow_raw<'py>(
             .or_else(|_| obj.call_method0("__dlpack__")),
         None => obj.call_method0("__dlpack__"),
     }
-    .map_err(|e| PyTypeError::new_err(format!("`{name}` does not support DLPack: {e}")))?;
+    .map_err(|e| type_error(format!("`{name}` does not support DLPack: {e}")))?;
     let dl_name: &CStr = c"dltensor";
     // SAFETY: `capsule` is a live Python object; PyCapsule_GetPointer checks that it is a capsule
     // named "dltensor" and returns null (with an exception set) otherwise.
     let raw = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), dl_name.as_ptr()) };
     if raw.is_null() {
         return Err(PyErr::take(obj.py()).unwrap_or_else(|| {
-            PyTypeError::new_err(format!("`{name}`: __dlpack__ gave no DLPack capsule"))
+            type_error(format!("`{name}`: __dlpack__ gave no DLPack capsule"))
         }));
     }
     // SAFETY: a "dltensor" capsule holds a valid DLManagedTensor owned by the capsule, which we
@@ -205,7 +234,7 @@ pub(crate) fn borrow_raw<'py>(
     let t = unsafe { &(*raw.cast::<DLManagedTensor>()).dl_tensor };
     let got = t.device.device_type;
     if got != want {
-        return Err(PyValueError::new_err(match got {
+        return Err(value_error(match got {
             DL_CPU | DL_CUDA => format!(
                 "`{name}` is a {} tensor; this call needs a {} tensor",
                 device_name(got),
@@ -215,7 +244,7 @@ pub(crate) fn borrow_raw<'py>(
         }));
     }
     if t.ndim != 2 {
-        return Err(PyValueError::new_err(format!(
+        return Err(value_error(format!(
             "`{name}` must be 2-D, got {} dimensions",
             t.ndim
         )));
@@ -231,14 +260,12 @@ pub(crate) fn borrow_raw<'py>(
         let strides = unsafe { std::slice::from_raw_parts(t.strides, 2) };
         let ok = (cols <= 1 || strides[1] == 1) && (rows <= 1 || strides[0] == shape[1]);
         if !ok {
-            return Err(PyValueError::new_err(format!(
-                "`{name}` must be C-contiguous"
-            )));
+            return Err(value_error(format!("`{name}` must be C-contiguous")));
         }
     }
     rows.checked_mul(cols)
         .and_then(|n| n.checked_mul(usize::from(t.dtype.bits / 8)))
-        .ok_or_else(|| PyValueError::new_err(format!("`{name}` is too large")))?;
+        .ok_or_else(|| value_error(format!("`{name}` is too large")))?;
     let ptr = t.data as u64 + t.byte_offset;
     Ok(RawTensor {
         capsule,
@@ -250,33 +277,54 @@ pub(crate) fn borrow_raw<'py>(
     })
 }
 
-/// The error for a tensor whose dtype grass-rs does not read.
-pub(crate) fn dtype_error(name: &str) -> PyErr {
-    PyTypeError::new_err(format!(
-        "`{name}` must be float16, bfloat16, float32 or float64"
-    ))
+/// Borrows `obj` as a 2-D C-contiguous tensor named `name` on a device of DLPack type `want`:
+/// CUDA tensors through `__dlpack__(stream=-1)` (no producer-side synchronization: the kernels
+/// run on the stream the caller passes).
+fn borrow_on<'py>(obj: &Bound<'py, PyAny>, name: &str, want: i32) -> PyResult<TensorView<'py>> {
+    let kwargs = if want == DL_CUDA {
+        let kw = PyDict::new(obj.py());
+        kw.set_item("stream", -1)?;
+        Some(kw)
+    } else {
+        None
+    };
+    let raw = borrow_raw(obj, name, want, kwargs.as_ref())?;
+    let dtype = elem_type(raw.dtype).ok_or_else(|| {
+        type_error(format!(
+            "`{name}` must be float16, bfloat16, float32 or float64"
+        ))
+    })?;
+    Ok(TensorView {
+        _capsule: raw.capsule,
+        ptr: raw.ptr,
+        rows: raw.rows,
+        cols: raw.cols,
+        dtype,
+        device: raw.device_id,
+    })
 }
 
 /// Borrows `obj` (via `__dlpack__`) as a 2-D C-contiguous CPU tensor named `name`.
 pub fn borrow<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'py>> {
-    let raw = borrow_raw(obj, name, DL_CPU, None)?;
-    let dtype = DType::from_dl(raw.dtype).ok_or_else(|| dtype_error(name))?;
-    Ok(TensorView {
-        _capsule: raw.capsule,
-        ptr: raw.ptr as usize,
-        rows: raw.rows,
-        cols: raw.cols,
-        dtype,
-    })
+    borrow_on(obj, name, DL_CPU)
 }
 
-/// Fails unless the two tensors' memory ranges are disjoint.
+/// Borrows `obj` as a 2-D C-contiguous CUDA tensor named `name`.
+pub fn borrow_cuda<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<TensorView<'py>> {
+    borrow_on(obj, name, DL_CUDA)
+}
+
+/// Fails unless the two tensors are on the same device and their memory ranges are disjoint.
 pub fn disjoint(a: &TensorView<'_>, b: &TensorView<'_>) -> PyResult<()> {
+    if a.device != b.device {
+        return Err(value_error(format!(
+            "input and output are on different devices ({} and {})",
+            a.device, b.device
+        )));
+    }
     let ((a0, a1), (b0, b1)) = (a.span(), b.span());
     if a0 < b1 && b0 < a1 {
-        return Err(PyValueError::new_err(
-            "the output must not overlap the input",
-        ));
+        return Err(value_error("the output must not overlap the input"));
     }
     Ok(())
 }

@@ -10,85 +10,25 @@
 //!
 //! Without the `cuda` feature every entry point exists and returns
 //! [`Error::CudaUnavailable`](crate::Error::CudaUnavailable).
+pub use crate::elem::ElemType;
 use crate::error::{invalid, Result};
-use crate::{Dense, Grass, Mask, Sjlt};
+use crate::projector::Projector;
 
 #[cfg(feature = "cuda")]
 mod driver;
+#[cfg(feature = "cuda")]
+mod launch;
+#[cfg(feature = "cuda")]
+mod memory;
+#[cfg(feature = "cuda")]
+mod ops;
 #[cfg(not(feature = "cuda"))]
 #[path = "stub.rs"]
-mod driver;
+mod ops;
 #[cfg(feature = "cuda")]
 pub mod plan;
 #[cfg(feature = "cuda")]
 pub mod ptx;
-
-/// Element type of a device buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElemType {
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// float32.
-    F32,
-    /// float64.
-    F64,
-}
-
-impl ElemType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::F16 | Self::BF16 => 2,
-            Self::F32 => 4,
-            Self::F64 => 8,
-        }
-    }
-    /// The accumulator / output type: `F64` for `F64`, `F32` otherwise.
-    #[must_use]
-    pub fn accum(self) -> Self {
-        if self == Self::F64 {
-            Self::F64
-        } else {
-            Self::F32
-        }
-    }
-    /// Kernel name suffix.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::F16 => "f16",
-            Self::BF16 => "bf16",
-            Self::F32 => "f32",
-            Self::F64 => "f64",
-        }
-    }
-}
-
-/// A projector to apply on the GPU.
-#[derive(Debug, Clone, Copy)]
-pub enum Op<'a> {
-    /// SJLT.
-    Sjlt(&'a Sjlt),
-    /// Coordinate mask.
-    Mask(&'a Mask),
-    /// GraSS (SJLT ∘ mask).
-    Grass(&'a Grass),
-    /// Dense Gaussian / Rademacher.
-    Dense(&'a Dense),
-}
-
-impl Op<'_> {
-    /// `(in_dim, out_dim)`.
-    pub fn dims(&self) -> (usize, usize) {
-        match self {
-            Op::Sjlt(p) => (p.in_dim(), p.out_dim()),
-            Op::Mask(p) => (p.in_dim(), p.out_dim()),
-            Op::Grass(p) => (p.in_dim(), p.out_dim()),
-            Op::Dense(p) => (p.in_dim(), p.out_dim()),
-        }
-    }
-}
 
 /// Where and how to launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +45,7 @@ pub struct Launch {
 /// Per-projector device tables (mask coordinates, the CSR of `Pᵀ`), uploaded on first use on
 /// each device and freed when dropped.
 #[derive(Default)]
-pub struct DeviceCache(driver::Cache);
+pub struct DeviceCache(ops::Cache);
 
 impl std::fmt::Debug for DeviceCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,10 +59,10 @@ pub const COMPILED: bool = cfg!(feature = "cuda");
 /// Number of CUDA devices visible to the driver; 0 without the feature, a driver or a device.
 /// Never panics.
 pub fn device_count() -> usize {
-    driver::device_count()
+    ops::device_count()
 }
 
-/// `out = P x` on the GPU: `x` `(batch, in_dim)` of `x_type`, `out` `(batch, out_dim)` of
+/// `out = P x` on the GPU (SJLT, mask, GraSS and dense projectors; others are `NoCudaPath`): `x` `(batch, in_dim)` of `x_type`, `out` `(batch, out_dim)` of
 /// `x_type.accum()`, both C-contiguous device buffers on `launch.device`. Asynchronous on
 /// `launch.stream` (the first call per projector and device also uploads its tables and
 /// synchronizes that stream).
@@ -135,7 +75,7 @@ pub fn device_count() -> usize {
 /// must not overlap, and must stay allocated until the work queued on `launch.stream` is done;
 /// `launch.stream` must be a live stream of that device's primary context (or 0).
 pub unsafe fn project(
-    op: Op<'_>,
+    op: &Projector,
     cache: &DeviceCache,
     x: u64,
     x_type: ElemType,
@@ -143,9 +83,9 @@ pub unsafe fn project(
     batch: usize,
     launch: Launch,
 ) -> Result<()> {
-    check_launch(launch)?;
+    check_launch(op, launch)?;
     // SAFETY: forwarded from this function's contract.
-    unsafe { driver::project(op, &cache.0, x, x_type, out, batch, launch) }
+    unsafe { ops::project(op, &cache.0, x, x_type, out, batch, launch) }
 }
 
 /// `out = Pᵀ y` on the GPU: `y` `(batch, out_dim)` and `out` `(batch, in_dim)`, both of `y_type`
@@ -157,7 +97,7 @@ pub unsafe fn project(
 /// # Safety
 /// As [`project`].
 pub unsafe fn transpose(
-    op: Op<'_>,
+    op: &Projector,
     cache: &DeviceCache,
     y: u64,
     y_type: ElemType,
@@ -165,15 +105,23 @@ pub unsafe fn transpose(
     batch: usize,
     launch: Launch,
 ) -> Result<()> {
-    check_launch(launch)?;
-    if y_type.accum() != y_type {
+    check_launch(op, launch)?;
+    if !y_type.is_accum() {
         return Err(invalid("y", "the adjoint takes float32 or float64"));
     }
     // SAFETY: forwarded from this function's contract.
-    unsafe { driver::transpose(op, &cache.0, y, y_type, out, batch, launch) }
+    unsafe { ops::transpose(op, &cache.0, y, y_type, out, batch, launch) }
 }
 
-fn check_launch(launch: Launch) -> Result<()> {
+/// Whether `op` has a GPU path.
+pub fn supported(op: &Projector) -> bool {
+    !matches!(op, Projector::Srht(_))
+}
+
+fn check_launch(op: &Projector, launch: Launch) -> Result<()> {
+    if !supported(op) {
+        return Err(crate::Error::NoCudaPath(op.kind_name()));
+    }
     if launch.device < 0 {
         return Err(invalid(
             "device",
@@ -188,11 +136,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn elem_types() {
-        assert_eq!(ElemType::BF16.accum(), ElemType::F32);
-        assert_eq!(ElemType::F64.accum(), ElemType::F64);
-        assert_eq!(ElemType::F16.size(), 2);
-        assert_eq!(ElemType::BF16.suffix(), "bf16");
+    fn srht_has_no_gpu_path() {
+        let s = Projector::from(crate::Srht::new(8, 4, 0).unwrap());
+        let launch = Launch {
+            device: 0,
+            stream: 0,
+            deterministic: false,
+        };
+        let cache = DeviceCache::default();
+        // SAFETY: the call is rejected before any pointer is used.
+        let r = unsafe { project(&s, &cache, 0, ElemType::F32, 0, 1, launch) };
+        assert_eq!(r, Err(crate::Error::NoCudaPath("Srht")));
     }
 
     #[test]
@@ -201,24 +155,14 @@ mod tests {
         // GPU machine the count is positive.
         let n = device_count();
         if n == 0 {
-            let s = Sjlt::new(8, 4, 1, 0).unwrap();
+            let s = Projector::from(crate::Sjlt::new(8, 4, 1, 0).unwrap());
             let launch = Launch {
                 device: 0,
                 stream: 0,
                 deterministic: false,
             };
             // SAFETY: with no device the call returns before touching the (null) pointers.
-            let r = unsafe {
-                project(
-                    Op::Sjlt(&s),
-                    &DeviceCache::default(),
-                    0,
-                    ElemType::F32,
-                    0,
-                    1,
-                    launch,
-                )
-            };
+            let r = unsafe { project(&s, &DeviceCache::default(), 0, ElemType::F32, 0, 1, launch) };
             assert!(matches!(r, Err(crate::Error::CudaUnavailable(_))), "{r:?}");
         }
     }

@@ -1,5 +1,7 @@
 //! Launch configurations and host-side index tables of the CUDA kernels: pure integer math,
 //! unit-tested on the CPU (no GPU needed).
+use crate::alloc;
+use crate::cancel::Stop;
 use crate::error::{invalid, Error, Result};
 use rayon::prelude::*;
 
@@ -239,30 +241,34 @@ pub fn build_csr(
         .checked_mul(k)
         .ok_or(Error::TooLarge { what: "CSR rows" })?;
     // The entries (the hashing) in parallel, then a sequential stable counting sort by row.
-    let mut packed = vec![0u32; nnz];
+    let mut packed = alloc::vec_of(nnz, 0u32, "CSR entries")?;
     let per = 4096 * c;
+    let stop = Stop::current();
     crate::parallel::install(|| {
         packed
             .par_chunks_mut(per)
             .enumerate()
-            .for_each(|(ci, chunk)| {
+            .try_for_each(|(ci, chunk)| {
+                stop.check()?;
                 for (t, e) in chunk.iter_mut().enumerate() {
                     let n = ci * per + t;
                     *e = entry(n / c, n % c);
                 }
-            });
-    });
+                Ok(())
+            })
+    })?;
     let row_of = |t: usize, e: u32| coord(t / c) / CSR_CHUNK * k + (e & !SIGN_BIT) as usize;
-    let mut counts = vec![0u64; rows + 1];
+    let mut counts = alloc::vec_of(rows + 1, 0u64, "CSR row pointers")?;
     for (t, &e) in packed.iter().enumerate() {
         counts[row_of(t, e) + 1] += 1;
     }
     for i in 0..rows {
         counts[i + 1] += counts[i];
     }
-    let row_ptr = counts.clone();
+    let mut row_ptr = alloc::with_capacity(rows + 1, "CSR row pointers")?;
+    row_ptr.extend_from_slice(&counts);
     let mut next = counts;
-    let mut entries = vec![0u32; nnz];
+    let mut entries = alloc::vec_of(nnz, 0u32, "CSR entries")?;
     for (t, &e) in packed.iter().enumerate() {
         let slot = &mut next[row_of(t, e)];
         entries[*slot as usize] = coord(t / c) as u32 | (e & SIGN_BIT);
@@ -310,7 +316,7 @@ impl CsrPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Grass, Sjlt};
+    use crate::{Grass, Projection, Sjlt};
 
     #[test]
     fn chunks_cover_the_batch() {

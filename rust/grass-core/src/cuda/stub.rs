@@ -1,7 +1,8 @@
 //! The CUDA path when the `cuda` feature is off: the same entry points, each reporting that
 //! CUDA is unavailable.
-use super::{ElemType, Launch, Op};
+use super::{ElemType, Launch};
 use crate::error::{Error, Result};
+use crate::projector::Projector;
 
 /// No device tables without CUDA.
 #[derive(Default)]
@@ -20,7 +21,7 @@ fn unavailable() -> Error {
 /// # Safety
 /// No requirement (nothing is touched).
 pub unsafe fn project(
-    _: Op<'_>,
+    _: &Projector,
     _: &Cache,
     _: u64,
     _: ElemType,
@@ -36,7 +37,7 @@ pub unsafe fn project(
 /// # Safety
 /// No requirement (nothing is touched).
 pub unsafe fn transpose(
-    _: Op<'_>,
+    _: &Projector,
     _: &Cache,
     _: u64,
     _: ElemType,

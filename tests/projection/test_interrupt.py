@@ -1,0 +1,59 @@
+"""Ctrl-C reaches long Rust calls: SIGINT during a multi-second projection raises
+``KeyboardInterrupt`` within a fraction of a second (the core polls a cancellation flag per chunk)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+CHILD = r"""
+import sys, time
+import numpy as np
+from grass_rs import _core
+
+_core.set_num_threads(2)
+p, k, batch = 1 << 20, 4096, 64     # dense Gaussian: ~5e11 flops, minutes on a CPU
+proj = _core.Projector.dense("gaussian", p, k, 0)
+x = np.ones((batch, p), dtype=np.float32)
+out = np.zeros((batch, k), dtype=np.float32)
+print("ready", flush=True)
+t0 = time.monotonic()
+try:
+    proj.project(x, out)
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - t0:.3f}", flush=True)
+    sys.exit(0)
+print("finished", flush=True)
+sys.exit(1)
+"""
+
+ROUND_TRIP_S = 3.0  # generous: SIGINT → KeyboardInterrupt → process exit, on a loaded CI box
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_interrupts_a_long_projection() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # well inside the call
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (out, err)
+    assert out.startswith("interrupted"), (out, err)
+    assert elapsed < ROUND_TRIP_S, f"took {elapsed:.2f} s to stop after SIGINT"
