@@ -13,6 +13,7 @@ from .errors import ArgumentTypeError, InvalidArgumentError
 Array: TypeAlias = torch.Tensor | np.ndarray
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+NUMPY_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 @dataclass
@@ -30,21 +31,33 @@ class Batch:
         return out.numpy() if self.was_numpy else out
 
 
-def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Batch:
-    """Validates ``x`` (shape ``(dim,)`` or ``(batch, dim)``, a float dtype) and makes it contiguous.
+def is_transformed(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``, ...)."""
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+    except AttributeError:  # pragma: no cover - torch without functorch
+        return False
+
+
+def check_tensor(t: torch.Tensor, name: str, dim: int, dims_name: str) -> None:
+    """Checks layout, dtype and shape of a torch tensor (without touching its data).
 
     Raises:
-        TypeError: not an array, or not a float16/bfloat16/float32/float64 array.
+        TypeError: sparse, nested or quantized layout, or not a float16/bfloat16/float32/float64 tensor.
         ValueError: wrong number of dimensions or wrong last dimension.
     """
-    was_numpy = isinstance(x, np.ndarray)
-    if isinstance(x, np.ndarray):
-        t = torch.from_numpy(_numpy_compatible(x, name))
-    elif isinstance(x, torch.Tensor):
-        t = x
-    else:
-        raise ArgumentTypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
-    if t.dtype not in FLOAT_DTYPES:
+    if t.is_nested:
+        raise ArgumentTypeError(
+            f"`{name}` is a nested tensor: projectors take dense (batch, {dims_name}) tensors because "
+            "every row must have the same length; pad it (torch.nested.to_padded_tensor) or project "
+            "each row"
+        )
+    if t.layout != torch.strided:
+        raise ArgumentTypeError(
+            f"`{name}` has layout {t.layout}: projectors take dense (strided) tensors because the Rust "
+            f"kernels read a dense buffer; convert it with `{name}.to_dense()`"
+        )
+    if t.is_quantized or t.dtype not in FLOAT_DTYPES:
         raise ArgumentTypeError(f"`{name}` must be float16, bfloat16, float32 or float64, got {t.dtype}")
     if t.ndim not in (1, 2):
         raise InvalidArgumentError(
@@ -54,6 +67,24 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
         raise InvalidArgumentError(
             f"`{name}` must have last dimension {dims_name} = {dim}, got {t.shape[-1]}"
         )
+
+
+def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Batch:
+    """Validates ``x`` (shape ``(dim,)`` or ``(batch, dim)``, a float dtype) and makes it contiguous.
+
+    Raises:
+        TypeError: not an array, not a float16/bfloat16/float32/float64 array, or a sparse/nested
+            tensor.
+        ValueError: wrong number of dimensions or wrong last dimension.
+    """
+    was_numpy = isinstance(x, np.ndarray)
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(_numpy_compatible(x, name))
+    elif isinstance(x, torch.Tensor):
+        t = x
+    else:
+        raise ArgumentTypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    check_tensor(t, name, dim, dims_name)
     was_1d = t.ndim == 1
     t = t.detach()
     if was_1d:
@@ -64,12 +95,16 @@ def as_batch(x: object, name: str, dim: int, *, dims_name: str = "in_dim") -> Ba
 
 
 def _numpy_compatible(arr: np.ndarray, name: str) -> np.ndarray:
-    """A C-contiguous, writable, native-endian float array (copied only when needed)."""
-    if arr.dtype.kind != "f":
-        raise ArgumentTypeError(f"`{name}` must be a float array (float16/32/64), got dtype {arr.dtype}")
+    """A C-contiguous, writable, native-endian float16/32/64 array (copied only when needed)."""
+    native = arr.dtype.newbyteorder("=") if arr.dtype.byteorder not in ("=", "|") else arr.dtype
+    if native not in NUMPY_DTYPES:
+        hint = f"; convert it with {name}.astype(np.float64)" if arr.dtype.kind == "f" else ""
+        raise ArgumentTypeError(
+            f"`{name}` must be a float array (float16, float32 or float64), got dtype {arr.dtype.name}{hint}"
+        )
     if arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative:
         return arr
-    return np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
+    return np.array(arr, dtype=native, order="C", copy=True)
 
 
 def out_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -281,3 +281,112 @@ def test_trak_pipeline_uses_margin_gradients_and_out_to_loss(logreg) -> None:
     tr, te = feats[:300], feats[300:]
     want = te @ torch.linalg.inv(tr.T @ tr + 1e-3 * torch.eye(62, dtype=torch.float64)) @ tr.T * q[None, :]
     torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=1e-4 * float(want.abs().max()))
+
+
+# ---- issue 16: damping, layer keys, k, top_k, TRAK weights ---------------------------------------
+def _grads(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(n, 4, generator=gen), "b": torch.randn(n, 3, generator=gen)}
+
+
+BAD_DAMPING = [
+    (float("nan"), ValueError, "finite"),
+    (float("inf"), ValueError, "finite"),
+    (-1e-3, ValueError, "≥ 0"),
+    ("1", TypeError, "real number"),
+    (None, TypeError, "real number"),
+    (True, TypeError, "real number"),
+]
+
+
+@pytest.mark.parametrize(("damping", "exc", "match"), BAD_DAMPING)
+def test_bad_damping_is_rejected_everywhere(damping, exc: type, match: str) -> None:
+    train, test = _grads(12), _grads(3, 1)
+    fisher = BlockFisher({"a": 4, "b": 3})
+    fisher.update(train)
+    calls = [
+        lambda: grass_rs.influence_scores(train, test, damping=damping),
+        lambda: score_chunks(fisher, test, [train], damping=damping),
+        lambda: fisher.solve(test, damping),
+        lambda: fisher.blocks["a"].solve(test["a"], damping),
+        lambda: FisherBlock(4, solver="identity").solve(test["a"], damping),
+        lambda: grass_rs.trak_scores([train], [test], [torch.ones(12)], damping=damping),
+        lambda: grass_rs.TRAK([torch.nn.Linear(2, 2)], damping=damping),
+    ]
+    for call in calls:
+        with pytest.raises(exc, match=match) as info:
+            call()
+        assert isinstance(info.value, grass_rs.GrassError) and "`damping`" in str(info.value)
+
+
+def test_attributor_score_rejects_non_finite_damping() -> None:
+    gen = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen))
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    att = grass_rs.Attributor(model, k=4).fit(DataLoader(data, batch_size=8))
+    test = DataLoader(data, batch_size=4)
+    for damping in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="`damping`"):
+            att.score(test, damping=damping)
+
+
+def test_singular_advice_only_suggests_what_can_help() -> None:
+    zeros = torch.zeros(5, 3)
+    for solver in ("eigh", "cholesky"):
+        block = FisherBlock(3, solver=solver)
+        block.update(zeros)
+        with pytest.raises(ValueError, match="relative=False") as info:  # a larger damping cannot help
+            block.solve(torch.ones(1, 3), damping=10.0, relative=True)
+        assert "larger damping" not in str(info.value)
+        with pytest.raises(ValueError, match="use damping > 0"):
+            block.solve(torch.ones(1, 3), damping=0.0)
+        got = block.solve(torch.ones(1, 3), damping=2.0, relative=False)
+        torch.testing.assert_close(got, torch.full((1, 3), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"no layers|at least one"):
+        grass_rs.influence_scores({}, {})
+
+
+def test_layer_keys_that_collide_are_refused() -> None:
+    g = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="both name layer '0'"):
+        grass_rs.influence_scores({0: g, "0": g}, {0: g, "0": g})
+
+
+def test_layers_are_matched_by_name_in_any_order() -> None:
+    train, test = _grads(12), _grads(3, 1)
+    expected = grass_rs.influence_scores(train, test)
+    swapped = {"b": test["b"], "a": test["a"]}
+    assert torch.equal(grass_rs.influence_scores(train, swapped), expected)
+    fisher = BlockFisher({"a": 4, "b": 3}, solver="cholesky")
+    fisher.update(train)
+    torch.testing.assert_close(score_chunks(fisher, swapped, [{"b": train["b"], "a": train["a"]}]), expected)
+    q = torch.rand(12)
+    assert torch.equal(
+        grass_rs.trak_scores([train], [swapped], [q]), grass_rs.trak_scores([train], [test], [q])
+    )
+
+
+def test_zero_columns_are_refused() -> None:
+    with pytest.raises(ValueError, match="k = 0 columns"):
+        grass_rs.influence_scores(torch.zeros(4, 0), torch.zeros(2, 0))
+
+
+def test_top_k_arguments() -> None:
+    scores = torch.randn(3, 5)
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="`k` must be at least 1"):
+            top_k(scores, k)
+    with pytest.raises(TypeError, match="`k` must be an int"):
+        top_k(scores, 2.5)
+    with pytest.raises(ValueError, match=r"\(n_test, n_train\)"):
+        top_k(torch.randn(5), 2)
+    helpful, harmful = top_k(scores.numpy(), 9)  # numpy works, k is clipped
+    assert helpful.shape == harmful.shape == (3, 5)
+
+
+def test_trak_rejects_non_finite_out_to_loss_weights() -> None:
+    train, test = _grads(6), _grads(2, 1)
+    q = torch.rand(6)
+    q[4] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite weights.*example 4"):
+        grass_rs.trak_scores([train], [test], [q], damping=1e-3)

@@ -81,3 +81,63 @@ def test_configuration_errors_are_one_line(tmp_path: Path, capsys: pytest.Captur
     args = ["attribute", "--output", str(tmp_path), "--compressor", "logra", "-k", "32", "--no-progress"]
     assert main(args) == 2  # LoGra needs k to be a perfect square
     assert "grass-rs: error:" in capsys.readouterr().err
+
+
+# ---- issue 16, item 10: arguments and optional dependencies are checked before the work starts ----
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grass_rs.data.bundled
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the job started although the arguments are invalid")
+
+    monkeypatch.setattr(grass_rs.data.bundled, "digits_task", fail)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--top", "-5"],
+        ["--top", "0"],
+        ["--threads", "0"],
+        ["--n-test", "-1"],
+        ["--n-test", "0"],
+        ["--show", "-1"],
+        ["-k", "0"],
+        ["--damping", "nan"],
+        ["--damping", "inf"],
+        ["--damping", "-1"],
+        ["--nproc", "0"],
+        ["--seed", "-3"],
+    ],
+)
+def test_bad_attribute_arguments_fail_up_front(
+    bad: list[str], no_work: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["attribute", *bad])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert bad[0] in err and "Traceback" not in err
+
+
+def test_output_under_a_file_fails_up_front(
+    tmp_path: Path, no_work: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["attribute", "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("grass-rs: error: --output") and "file" in err and "Traceback" not in err
+
+
+def test_attribute_runs_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    args = ["attribute", "--output", str(tmp_path), "--n-test", "3", "--show", "1", "-k", "16"]
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "matplotlib is not installed" in captured.err
+    assert (tmp_path / "scores.npy").exists() and not (tmp_path / "influence.png").exists()
+    assert "influence.png" not in captured.out

@@ -104,3 +104,39 @@ def test_core_checks_buffers() -> None:
 def test_cuda_tensor_without_cuda_path() -> None:
     with pytest.raises(grass_rs.CudaUnavailableError, match="CUDA"):
         grass_rs.SJLT(16, 4)(torch.zeros(2, 16, device="cuda"))
+
+
+# ---- issue 16: unclear errors made clear ---------------------------------------------------------
+def test_sparse_nested_and_longdouble_inputs_are_explained() -> None:
+    p = grass_rs.SJLT(16, 4)
+    with pytest.raises(TypeError, match=r"layout torch\.sparse_coo.*to_dense"):
+        p(torch.randn(2, 16).to_sparse())
+    with pytest.raises(TypeError, match="nested tensor"):
+        p(torch.nested.nested_tensor([torch.randn(16), torch.randn(16)], layout=torch.jagged))
+    with pytest.raises(
+        TypeError, match=r"float array \(float16, float32 or float64\), got dtype float128.*astype"
+    ):
+        p(np.zeros((2, 16), dtype=np.longdouble))
+    big_endian = np.arange(32, dtype=">f8").reshape(2, 16)
+    assert np.array_equal(p(big_endian), p(big_endian.astype("<f8")))  # byte order is handled
+
+
+def test_huge_dimensions_and_bad_column_ranges_name_the_argument() -> None:
+    with pytest.raises(ValueError, match=re.escape("`in_dim` must be at most 2**63 - 1")):
+        grass_rs.SJLT(2**64, 4)
+    with pytest.raises(ValueError, match="`out_dim` must be at most"):
+        grass_rs.Gaussian(4, 2**70)
+    s = grass_rs.SJLT(10, 4, c=2)
+    with pytest.raises(ValueError, match=re.escape("`start` must be in [0, 10], got -5")):
+        s.columns(-5, 2)
+    with pytest.raises(ValueError, match=re.escape("`stop` must be in [0, 10], got 11")):
+        s.columns(0, 11)
+    with pytest.raises(ValueError, match=r"`stop` .* must be ≥ `start`"):
+        s.columns(5, 2)
+    with pytest.raises(TypeError, match="`start` must be an int"):
+        s.columns(1.5)
+    buckets, signs = s.columns(3, 3)
+    assert buckets.shape == signs.shape == (0, 2)
+    g = grass_rs.GraSS(100, 4, mask_dim=8)
+    with pytest.raises(ValueError, match=re.escape("`stop` must be in [0, 8]")):
+        g.columns(0, 9)

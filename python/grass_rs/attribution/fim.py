@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from .._validate import damping as check_damping
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["SOLVERS", "BlockFisher", "FisherBlock"]
@@ -76,7 +77,13 @@ class FisherBlock:
             raise InvalidArgumentError(f"expected gradients of shape (n, {self.dim}), got {tuple(g.shape)}")
         _check_finite(g, "training gradients")
         g = g.detach().to("cpu", self.dtype)
-        self.gram += g.T @ g
+        gram = self.gram + g.T @ g
+        if not bool(torch.isfinite(gram).all()):
+            raise InvalidArgumentError(
+                f"the Fisher overflows {self.dtype} (training gradients up to {float(g.abs().max()):.3g}); "
+                "use dtype=torch.float64 or rescale the loss"
+            )
+        self.gram = gram
         self.count += int(g.shape[0])
         self._eig = self._chol = None
 
@@ -101,12 +108,33 @@ class FisherBlock:
         return self.gram / self.count
 
     def damping_value(self, damping: float, relative: bool = True) -> float:
-        """The absolute ``λ``: ``damping · trace(F)/k`` when ``relative``, else ``damping``."""
-        if damping < 0:
-            raise InvalidArgumentError(f"`damping` must be ≥ 0, got {damping}")
+        """The absolute ``λ``: ``damping · trace(F)/k`` when ``relative``, else ``damping``.
+
+        Raises:
+            TypeError: ``damping`` is not a real number.
+            ValueError: ``damping`` is NaN, infinite or negative.
+        """
+        damping = check_damping(damping)
         if not relative:
-            return float(damping)
-        return float(damping) * float(torch.trace(self.matrix)) / self.dim
+            return damping
+        return damping * float(torch.trace(self.matrix)) / self.dim
+
+    def _singular(self, lam: float, damping: float, relative: bool) -> InvalidArgumentError:
+        """The error for a singular ``F + λI``, with advice that can actually help."""
+        if relative and lam == 0 and damping > 0:
+            return InvalidArgumentError(
+                "F + λI is singular: F is zero (every training gradient is zero), so relative damping "
+                "gives λ = damping · trace(F)/k = 0 whatever `damping` is; use relative=False with an "
+                "absolute damping > 0 (or check the gradients)"
+            )
+        if lam == 0:
+            return InvalidArgumentError(
+                "F + λI is singular (F has a zero eigenvalue and λ = 0): use damping > 0"
+            )
+        return InvalidArgumentError(
+            f"F + λI is not numerically positive definite at λ = {lam:.3g} in {self.dtype}: "
+            "use a larger damping (or dtype=torch.float64)"
+        )
 
     def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept eigendecomposition ``(w, V)`` of ``F`` (eigenvalues clamped at 0)."""
@@ -130,6 +158,7 @@ class FisherBlock:
         Raises:
             ValueError: singular system (``λ = 0`` and a zero eigenvalue) or wrong shape.
         """
+        damping = check_damping(damping)
         x = torch.as_tensor(x).detach().to("cpu", self.dtype)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise InvalidArgumentError(f"expected vectors of shape (m, {self.dim}), got {tuple(x.shape)}")
@@ -140,18 +169,16 @@ class FisherBlock:
             w, v = self.eigh()
             denom = w + lam
             if bool((denom <= 0).any()):
-                raise InvalidArgumentError("F + λI is singular: use damping > 0")
+                raise self._singular(lam, damping, relative)
             return ((x @ v) / denom) @ v.T
-        return torch.cholesky_solve(x.T, self._cholesky(lam)).T
+        return torch.cholesky_solve(x.T, self._cholesky(lam, damping, relative)).T
 
-    def _cholesky(self, lam: float) -> torch.Tensor:
+    def _cholesky(self, lam: float, damping: float, relative: bool) -> torch.Tensor:
         if self._chol is None or self._chol[0] != lam:
             a = self.matrix + lam * torch.eye(self.dim, dtype=self.dtype)
             factor, info = torch.linalg.cholesky_ex(a)
             if int(info) != 0:
-                raise InvalidArgumentError(
-                    "F + λI is singular or not positive definite: use a larger damping"
-                )
+                raise self._singular(lam, damping, relative)
             self._chol = (lam, factor)
         return self._chol[1]
 
@@ -208,7 +235,11 @@ class BlockFisher:
     def solve(
         self, grads: Mapping[str, torch.Tensor], damping: float = 1e-3, relative: bool = True
     ) -> dict[str, torch.Tensor]:
-        """Per layer ``(F_l + λ_l I)⁻¹ ĝ_l``; ``λ_l`` is relative to each block's own trace."""
+        """Per layer ``(F_l + λ_l I)⁻¹ ĝ_l``; ``λ_l`` is relative to each block's own trace.
+
+        ``grads`` is matched to the blocks by layer name (any order); the result is in block order.
+        """
+        damping = check_damping(damping)
         _check_layers(grads, self.blocks)
         return {name: block.solve(grads[name], damping, relative) for name, block in self.blocks.items()}
 

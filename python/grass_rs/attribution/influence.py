@@ -19,6 +19,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from .._validate import damping as check_damping
+from .._validate import positive_int
 from ..errors import ArgumentTypeError, InvalidArgumentError
 from .fim import BlockFisher
 
@@ -30,14 +32,27 @@ Grads = Union[torch.Tensor, np.ndarray, Mapping[str, Union[torch.Tensor, np.ndar
 def as_layers(grads: Grads, name: str) -> dict[str, torch.Tensor]:
     """Normalizes one ``(n, k)`` array or a dict layer → ``(n, k_layer)`` to a dict of tensors.
 
+    Layer keys are names (``str``); other keys (ints) are converted with ``str``, and two keys with
+    the same name (``0`` and ``"0"``) are refused rather than one silently dropped.
+
     Raises:
         TypeError: not an array / dict of arrays.
-        ValueError: empty dict, not 2-D, different ``n`` across layers, or non-finite values.
+        ValueError: empty dict, colliding layer names, not 2-D, no columns, different ``n`` across
+            layers, or non-finite values.
     """
     if isinstance(grads, (torch.Tensor, np.ndarray)):
-        layers: dict[str, torch.Tensor] = {"": torch.as_tensor(grads)}
+        layers: dict[str, torch.Tensor] = {"": _tensor(grads, name)}
     elif isinstance(grads, Mapping):
-        layers = {str(k): torch.as_tensor(v) for k, v in grads.items()}
+        layers = {}
+        originals: dict[str, object] = {}
+        for k, v in grads.items():
+            key = str(k)
+            if key in layers:
+                raise InvalidArgumentError(
+                    f"`{name}` has layer keys {originals[key]!r} and {k!r}, which both name layer {key!r}; "
+                    "use distinct (string) layer names"
+                )
+            layers[key], originals[key] = _tensor(v, f"{name}[{k!r}]"), k
     else:
         raise ArgumentTypeError(
             f"`{name}` must be a tensor/array (n, k) or a dict layer -> (n, k), got {type(grads).__name__}"
@@ -50,6 +65,10 @@ def as_layers(grads: Grads, name: str) -> dict[str, torch.Tensor]:
             raise InvalidArgumentError(f"`{name}`[{layer!r}] must have shape (n, k), got {tuple(g.shape)}")
         if not g.is_floating_point():
             raise ArgumentTypeError(f"`{name}`[{layer!r}] must be a float array, got {g.dtype}")
+        if g.shape[1] == 0:
+            raise InvalidArgumentError(
+                f"`{name}`[{layer!r}] has k = 0 columns; every layer needs at least one dimension"
+            )
         if n is not None and g.shape[0] != n:
             raise InvalidArgumentError(
                 f"`{name}` layers have different numbers of rows ({n} vs {g.shape[0]})"
@@ -60,14 +79,25 @@ def as_layers(grads: Grads, name: str) -> dict[str, torch.Tensor]:
     return layers
 
 
-def _check_match(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor]) -> None:
-    if list(train) != list(test):
+def _tensor(value: object, name: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ArgumentTypeError(f"`{name}` must be a tensor or array of shape (n, k): {e}") from None
+
+
+def _check_match(
+    train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``test`` in ``train``'s layer order (layers are matched by name, not position)."""
+    if set(train) != set(test):
         raise InvalidArgumentError(f"train and test have different layers: {list(train)} vs {list(test)}")
     for layer in train:
         if train[layer].shape[1] != test[layer].shape[1]:
             raise InvalidArgumentError(
                 f"layer {layer!r}: train has k={train[layer].shape[1]}, test has k={test[layer].shape[1]}"
             )
+    return {layer: test[layer] for layer in train}
 
 
 def influence_scores(
@@ -80,18 +110,22 @@ def influence_scores(
 
     Args:
         train: ``(n_train, k)`` compressed training gradients, or a dict layer → ``(n_train, k_l)``.
-        test: the same for the test gradients, ``(n_test, k)`` / dict with the same layers.
-        damping: damping factor (relative) or value (absolute), ≥ 0.
+        test: the same for the test gradients, ``(n_test, k)`` / dict with the same layers (matched
+            by name, in any order).
+        damping: damping factor (relative) or value (absolute), a finite float ≥ 0.
         relative: whether ``damping`` is relative to the mean eigenvalue of each block.
 
     Returns:
         ``(n_test, n_train)`` float32 tensor.
 
     Raises:
-        ValueError: empty training set, mismatched layers/dims, NaN/inf gradients, singular system.
+        TypeError: ``damping`` is not a real number, gradients are not arrays.
+        ValueError: empty training set, mismatched layers/dims, NaN/inf gradients or damping, negative
+            damping, singular system.
     """
+    damping = check_damping(damping)
     tr, te = as_layers(train, "train"), as_layers(test, "test")
-    _check_match(tr, te)
+    te = _check_match(tr, te)
     if next(iter(tr.values())).shape[0] == 0:
         raise InvalidArgumentError("`train` is empty: at least one training gradient is needed to build F")
     fisher = BlockFisher({name: g.shape[1] for name, g in tr.items()}, solver="cholesky")
@@ -124,7 +158,12 @@ def score_chunks(
 
     Returns:
         ``(n_test, n_train)`` float32 tensor.
+
+    Raises:
+        TypeError/ValueError: invalid ``damping`` or ``test_chunk``, mismatched layers.
     """
+    damping = check_damping(damping)
+    test_chunk = positive_int(test_chunk, "test_chunk")
     te = as_layers(test, "test")
     if list(te) == [""] and list(fisher.blocks) != [""]:
         raise InvalidArgumentError("`test` is a single tensor but the Fisher has several layers")
@@ -155,14 +194,25 @@ def top_k(scores: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]
     """Indices of the ``k`` most helpful and most harmful training examples per test example.
 
     Args:
-        scores: ``(n_test, n_train)`` helpfulness scores.
-        k: how many of each (clipped to ``n_train``).
+        scores: ``(n_test, n_train)`` helpfulness scores (a tensor or numpy array).
+        k: how many of each, ≥ 1 (clipped to ``n_train``).
 
     Returns:
         ``(helpful, harmful)``, two ``(n_test, k)`` int64 tensors: ``helpful[i]`` by decreasing
         score, ``harmful[i]`` by increasing score.
+
+    Raises:
+        TypeError: ``scores`` is not an array or ``k`` not an int.
+        ValueError: ``scores`` is not 2-D, or ``k < 1``.
     """
-    k = min(int(k), scores.shape[1])
+    k = positive_int(k, "k")
+    scores = _tensor(scores, "scores")
+    if scores.ndim != 2:
+        raise InvalidArgumentError(
+            f"`scores` must have shape (n_test, n_train), got {tuple(scores.shape)} "
+            "(for one test example use scores[None, :])"
+        )
+    k = min(k, scores.shape[1])
     helpful = torch.topk(scores, k, dim=1, largest=True).indices
     harmful = torch.topk(scores, k, dim=1, largest=False).indices
     return helpful, harmful

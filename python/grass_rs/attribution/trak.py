@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .._validate import damping as check_damping
 from ..errors import InvalidArgumentError
 from .influence import Grads, _check_match, as_layers
 
@@ -69,9 +70,8 @@ def _one_model(train: dict[str, torch.Tensor], test: dict[str, torch.Tensor], da
         kernel = x64.T @ x64 + damping * torch.eye(x64.shape[1], dtype=torch.float64)
         factor, info = torch.linalg.cholesky_ex(kernel)
         if int(info) != 0:
-            raise InvalidArgumentError(
-                f"layer {name!r}: ΦᵀΦ + λI is singular; use damping > 0 or fewer dimensions"
-            )
+            advice = "use damping > 0 or fewer dimensions" if damping == 0 else "use a larger damping"
+            raise InvalidArgumentError(f"layer {name!r}: ΦᵀΦ + λI is singular at λ = {damping:.3g}; {advice}")
         out += torch.cholesky_solve(t64.T, factor).T @ x64.T
     return out
 
@@ -101,17 +101,22 @@ def trak_scores(
         raise InvalidArgumentError(
             "need the same number (≥ 1) of train features, test features and out-to-loss vectors"
         )
-    if damping < 0:
-        raise InvalidArgumentError(f"`damping` must be ≥ 0, got {damping}")
+    damping = check_damping(damping)
     total: torch.Tensor | None = None
     q_sum: torch.Tensor | None = None
     for tr_raw, te_raw, q in zip(train_features, test_features, train_out_to_loss, strict=True):
         tr, te = as_layers(tr_raw, "train_features"), as_layers(te_raw, "test_features")
-        _check_match(tr, te)
+        te = _check_match(tr, te)
         q = torch.as_tensor(q).double().reshape(-1)
         if q.shape[0] != next(iter(tr.values())).shape[0]:
             raise InvalidArgumentError(
                 f"out-to-loss has {q.shape[0]} entries for {next(iter(tr.values())).shape[0]} examples"
+            )
+        if not bool(torch.isfinite(q).all()):
+            bad = int((~torch.isfinite(q)).nonzero()[0, 0])
+            raise InvalidArgumentError(
+                f"`train_out_to_loss` contains NaN or infinite weights (first at example {bad}); "
+                "each weight must be finite (1 − p(correct class) ∈ [0, 1] for classification)"
             )
         part = _one_model(tr, te, damping)
         total = part if total is None else total + part
@@ -139,6 +144,7 @@ class TRAK:
 
         if not models:
             raise InvalidArgumentError("TRAK needs at least one model")
+        damping = check_damping(damping)
         self.attributors = [Attributor(m, loss_fn=classification_margin, **kwargs) for m in models]  # type: ignore[arg-type]
         self.damping = damping
         self.train_features: list[dict[str, torch.Tensor]] = []

@@ -39,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, GrassError) as e:  # configuration errors: one line, no traceback
         print(f"grass-rs: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable output, full disk, ...: one line, no traceback
+        print(f"grass-rs: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("grass-rs: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,10 @@ prints the most helpful / harmful training digits for a few test digits and writ
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from ..capture.compressors import COMPRESSOR_NAMES
+from ..errors import InvalidArgumentError
 
 __all__ = ["add_parser", "attribute"]
 
@@ -31,26 +35,111 @@ def add_parser(sub: Any) -> None:
     a.add_argument(
         "--compressor", choices=COMPRESSORS, default="grass", help="gradient compressor (default grass)"
     )
-    a.add_argument("-k", "--k", type=int, default=256, help="compressed dimension per layer (default 256)")
-    a.add_argument("--damping", type=float, default=1e-3, help="damping λ (default 1e-3, relative)")
+    a.add_argument(
+        "-k", "--k", type=positive_int, default=256, help="compressed dimension per layer (default 256)"
+    )
+    a.add_argument(
+        "--damping", type=damping, default=1e-3, help="damping λ, finite and ≥ 0 (default 1e-3, relative)"
+    )
     a.add_argument("--absolute", action="store_true", help="absolute instead of relative damping")
     a.add_argument(
         "--solver", choices=("eigh", "cholesky", "identity"), default="eigh", help="FIM solve (default eigh)"
     )
     a.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     a.add_argument("--output", type=Path, default=Path("grass-rs-output"), help="output folder")
-    a.add_argument("--nproc", type=int, default=1, help="processes (torch.distributed, gloo/nccl; default 1)")
-    a.add_argument("--n-test", type=int, default=None, help="score only the first N test examples")
-    a.add_argument("--show", type=int, default=4, help="test examples to print and draw (default 4)")
-    a.add_argument("--top", type=int, default=3, help="helpful/harmful examples per test example (default 3)")
-    a.add_argument("--seed", type=int, default=0, help="data split, model and compressor seed")
-    a.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    a.add_argument(
+        "--nproc", type=positive_int, default=1, help="processes (torch.distributed, gloo/nccl; default 1)"
+    )
+    a.add_argument(
+        "--n-test", type=positive_int, default=None, help="score only the first N ≥ 1 test examples"
+    )
+    a.add_argument(
+        "--show", type=non_negative_int, default=4, help="test examples to print and draw (default 4)"
+    )
+    a.add_argument(
+        "--top", type=positive_int, default=3, help="helpful/harmful examples per test example (default 3)"
+    )
+    a.add_argument("--seed", type=non_negative_int, default=0, help="data split, model and compressor seed")
+    a.add_argument(
+        "--threads", type=positive_int, default=1, help="torch CPU threads per process (default 1)"
+    )
     a.add_argument("--no-progress", action="store_true", help="no progress bars")
     a.set_defaults(func=attribute)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int ≥ 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int ≥ 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {value}")
+    return value
+
+
+def damping(text: str) -> float:
+    """argparse type: a finite float ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _check_output(out: Path) -> None:
+    """``--output`` must be (or become) a writable folder: checked before any work starts."""
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out else f"is under the file {parent}"
+                raise InvalidArgumentError(f"--output {out} {what}; choose a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InvalidArgumentError(f"--output {out}: {parent} is not writable")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidArgumentError(f"--output {out}: cannot create the folder ({e.strerror or e})") from None
+
+
+def _check_dependencies(args: argparse.Namespace) -> None:
+    """Optional dependencies, checked before any work: scikit-learn (the bundled digits) is needed;
+    without matplotlib the job runs and skips ``influence.png`` (one-line note)."""
+    if importlib.util.find_spec("sklearn") is None:
+        raise InvalidArgumentError(
+            "`grass-rs attribute` needs scikit-learn for the bundled digits data: "
+            "pip install scikit-learn (or 'grass-rs[cli]')"
+        )
+    args.draw = _has_matplotlib()
+    if not args.draw:
+        _log("note: matplotlib is not installed, so influence.png is skipped (pip install matplotlib)")
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # ---- attribute --------------------------------------------------------------------------------------
@@ -134,9 +223,10 @@ def _report(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _print_table(task, rows[: args.show])
-    _draw(task, rows[: args.show], out / "influence.png")
+    drawn = getattr(args, "draw", True) and _draw(task, rows[: args.show], out / "influence.png")
     shape = f"{scores.shape[0]}×{scores.shape[1]}"
-    print(f"\nwrote {out / 'scores.npy'} ({shape}), top_k.json, summary.json, influence.png")
+    png = ", influence.png" if drawn else ""
+    print(f"\nwrote {out / 'scores.npy'} ({shape}), top_k.json, summary.json{png}")
 
 
 def _print_table(task: Any, rows: list[dict[str, Any]]) -> None:
@@ -148,14 +238,18 @@ def _print_table(task: Any, rows: list[dict[str, Any]]) -> None:
             print(f"  most {kind:8s}: {items}")
 
 
-def _draw(task: Any, rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _draw(task: Any, rows: list[dict[str, Any]], path: Path) -> bool:
+    """Draws ``influence.png``; ``False`` (nothing drawn) without rows or without matplotlib."""
     if not rows:
-        return
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _log("note: matplotlib is not installed, so influence.png is skipped (pip install matplotlib)")
+        return False
     top = len(rows[0]["helpful"])
     fig, axes = plt.subplots(
         len(rows), 1 + 2 * top, figsize=(1.3 * (1 + 2 * top), 1.5 * len(rows)), squeeze=False
@@ -172,6 +266,7 @@ def _draw(task: Any, rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def attribute(args: argparse.Namespace) -> int:
@@ -179,6 +274,8 @@ def attribute(args: argparse.Namespace) -> int:
     from ..attribution import distributed as D
     from ..data.bundled import digits_task
 
+    _check_output(args.output)
+    _check_dependencies(args)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     _log("training the digits MLP ...")

@@ -11,17 +11,27 @@ Implementations (all map ``(batch, in_dim)`` to ``(batch, out_dim)`` and share o
 
 The seed → matrix contract is in ``docs/CONTRACT.md``: the same seed gives the same matrix on
 every machine, thread count, batch split and (with the CUDA path) device.
+
+A projector is fully defined by its constructor arguments: it pickles and deep-copies by
+rebuilding from them (caches are rebuilt lazily), so models with an attached handle can be
+``copy.deepcopy``-ed / ``torch.save``-d and projectors can be sent to spawn-based workers.
+
+Autograd: ``project``/``transpose`` are differentiable. An input with ``requires_grad=True`` (under
+grad mode) or a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) goes through a
+``torch.autograd.Function`` whose backward is the adjoint (``transpose`` for ``project`` and vice
+versa), and whose ``vmap`` rule folds the mapped axis into the batch (one Rust call).
 """
 
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 import torch
 
 from .. import _core
-from .._tensor import Array, as_batch, out_dtype
-from .._validate import positive_int
+from .._tensor import Array, as_batch, check_tensor, is_transformed, out_dtype
+from .._validate import int_in_range, positive_int
 from .._validate import seed as check_seed
 from ..errors import InvalidArgumentError
 
@@ -89,34 +99,48 @@ class Projector(abc.ABC):
 
         Args:
             x: ``(in_dim,)`` or ``(batch, in_dim)`` torch tensor or numpy array of float16,
-                bfloat16, float32 or float64. Non-contiguous input is copied first.
+                bfloat16, float32 or float64 (dense, strided). Non-contiguous input is copied first.
+                Differentiable: with ``x.requires_grad`` the gradient is ``Pᵀ`` of the output's
+                gradient; ``torch.func.vmap``/``grad`` work too (module docstring).
 
         Returns:
             The same kind of array, shape ``(out_dim,)`` or ``(batch, out_dim)``, float64 for
             float64 input and float32 otherwise.
 
         Raises:
-            TypeError: not an array or not a float dtype.
+            TypeError: not an array, not a float dtype, or a sparse/nested tensor.
             ValueError: wrong shape.
         """
-        b = as_batch(x, "x", self.in_dim, dims_name="in_dim")
-        t = b.tensor
-        out = torch.empty((t.shape[0], self.out_dim), dtype=out_dtype(t.dtype), device=t.device)
-        _run_core("project", self._core, t, out)
-        return b.result(out)
+        return self._apply(x, adjoint=False)
 
     __call__ = project
 
     def transpose(self, y: Array) -> Array:
         """Computes the adjoint ``Pᵀ y`` for each row: ``(batch, out_dim)`` → ``(batch, in_dim)``.
 
-        float16/bfloat16 input is computed in float32.
+        float16/bfloat16 input is computed in float32. Differentiable like :meth:`project`.
         """
-        b = as_batch(y, "y", self.out_dim, dims_name="out_dim")
-        t = b.tensor.to(out_dtype(b.tensor.dtype))
-        out = torch.empty((t.shape[0], self.in_dim), dtype=t.dtype, device=t.device)
-        _run_core("transpose", self._core, t, out)
-        return b.result(out)
+        return self._apply(y, adjoint=True)
+
+    def _apply(self, x: Array, adjoint: bool) -> Array:
+        name, dim, dims_name = ("y", self.out_dim, "out_dim") if adjoint else ("x", self.in_dim, "in_dim")
+        if isinstance(x, torch.Tensor) and _tracks_grad(x):
+            check_tensor(x, name, dim, dims_name)
+            out: torch.Tensor = _LinearFn.apply(x, self, adjoint)
+            return out
+        b = as_batch(x, name, dim, dims_name=dims_name)
+        return b.result(self._compute(b.tensor, adjoint))
+
+    def _compute(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """``P t`` (or ``Pᵀ t``) of a 2-D, contiguous, detached tensor."""
+        if adjoint:
+            t = t.to(out_dtype(t.dtype))
+            out = torch.empty((t.shape[0], self.in_dim), dtype=t.dtype, device=t.device)
+            _run_core("transpose", self._core, t, out)
+        else:
+            out = torch.empty((t.shape[0], self.out_dim), dtype=out_dtype(t.dtype), device=t.device)
+            _run_core("project", self._core, t, out)
+        return out
 
     def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Materializes ``P`` as an ``(out_dim, in_dim)`` tensor (by projecting the identity).
@@ -129,9 +153,78 @@ class Projector(abc.ABC):
     def _params(self) -> str:
         return ""
 
+    def _kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments besides ``in_dim``, ``out_dim`` (pickling, equality)."""
+        return {"seed": self.seed}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the constructor arguments: the Rust core object and caches are not pickled.
+        return (_rebuild, (type(self), self.in_dim, self.out_dim, self._kwargs()))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Projector)
+        key = (self.in_dim, self.out_dim, self._kwargs())
+        return key == (other.in_dim, other.out_dim, other._kwargs())
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.in_dim, self.out_dim, tuple(sorted(self._kwargs().items()))))
+
     def __repr__(self) -> str:
         dims = f"in_dim={self.in_dim}, out_dim={self.out_dim}"
         return f"{type(self).__name__}({dims}{self._params()}, seed={self.seed})"
+
+
+def _rebuild(cls: type[Projector], in_dim: int, out_dim: int, kwargs: dict[str, Any]) -> Projector:
+    """Unpickles a projector: calls its constructor again (same matrix, fresh caches)."""
+    make: Any = cls  # every concrete projector takes (in_dim, out_dim, **kwargs)
+    return make(in_dim, out_dim, **kwargs)  # type: ignore[no-any-return]
+
+
+def _tracks_grad(t: torch.Tensor) -> bool:
+    return (t.requires_grad and torch.is_grad_enabled()) or is_transformed(t)
+
+
+class _LinearFn(torch.autograd.Function):
+    """``P x`` (``adjoint=False``) or ``Pᵀ y`` (``adjoint=True``) as a differentiable op.
+
+    The backward of a linear map is its adjoint, itself a ``_LinearFn`` (so higher derivatives and
+    ``torch.func`` transforms compose); the ``vmap`` rule folds the mapped axes into the batch.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, proj: Projector, adjoint: bool) -> torch.Tensor:  # type: ignore[override]
+        name, dim = ("y", proj.out_dim) if adjoint else ("x", proj.in_dim)
+        b = as_batch(x, name, dim, dims_name="out_dim" if adjoint else "in_dim")
+        out = b.result(proj._compute(b.tensor, adjoint))
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        x, proj, adjoint = inputs
+        ctx.proj, ctx.adjoint, ctx.in_dtype = proj, adjoint, x.dtype
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        g = _LinearFn.apply(grad.to(out_dtype(grad.dtype)), ctx.proj, not ctx.adjoint)
+        return g.to(ctx.in_dtype), None, None
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
+        # forward mode (torch.func.jvp / jacfwd): a linear map's tangent is the map of the tangent
+        return _LinearFn.apply(tangent, ctx.proj, ctx.adjoint)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], x: torch.Tensor, proj: Projector, adjoint: bool) -> Any:
+        bdim = in_dims[0]
+        if bdim is None:
+            return _LinearFn.apply(x, proj, adjoint), None
+        x = x.movedim(bdim, 0)
+        lead = x.shape[:-1]
+        out = _LinearFn.apply(x.reshape(-1, x.shape[-1]), proj, adjoint)
+        return out.reshape(*lead, out.shape[-1]), 0
 
 
 class SJLT(Projector):
@@ -154,18 +247,27 @@ class SJLT(Projector):
         if c > out_dim:
             raise InvalidArgumentError(f"`c` must be ≤ out_dim ({out_dim}), got {c}")
         self.c = c
-        super().__init__(_core.Projector.sjlt(in_dim, out_dim, c, check_seed(seed)), seed)
+        seed = check_seed(seed)
+        super().__init__(_core.Projector.sjlt(in_dim, out_dim, c, seed), seed)
 
     def columns(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Buckets and signs of columns ``start:stop``: two ``(n, c)`` tensors (int64 buckets, ±1 signs)."""
-        stop = self.in_dim if stop is None else stop
-        return _columns(self._core, start, stop, self.c)
+        return _columns(self._core, start, stop, self.in_dim, self.c)
 
     def _params(self) -> str:
         return f", c={self.c}"
 
+    def _kwargs(self) -> dict[str, Any]:
+        return {"c": self.c, "seed": self.seed}
 
-def _columns(core: _core.Projector, start: int, stop: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _columns(
+    core: _core.Projector, start: object, stop: object, n: int, c: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    start = int_in_range(start, "start", 0, n)
+    stop = n if stop is None else int_in_range(stop, "stop", 0, n)
+    if stop < start:
+        raise InvalidArgumentError(f"`stop` ({stop}) must be ≥ `start` ({start})")
     pairs = core.sjlt_columns(start, max(stop - start, 0))
     buckets = torch.tensor([b for b, _ in pairs], dtype=torch.int64).reshape(-1, c)
     signs = torch.tensor([-1.0 if neg else 1.0 for _, neg in pairs]).reshape(-1, c)
@@ -188,7 +290,8 @@ class Mask(Projector):
         if out_dim > in_dim:
             raise InvalidArgumentError(f"`out_dim` ({out_dim}) must be ≤ in_dim ({in_dim}) for Mask")
         self.scale = bool(scale)
-        super().__init__(_core.Projector.mask(in_dim, out_dim, check_seed(seed), self.scale), seed)
+        seed = check_seed(seed)
+        super().__init__(_core.Projector.mask(in_dim, out_dim, seed, self.scale), seed)
         self._indices: torch.Tensor | None = None
 
     @property
@@ -200,6 +303,9 @@ class Mask(Projector):
 
     def _params(self) -> str:
         return ", scale=True" if self.scale else ""
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"seed": self.seed, "scale": self.scale}
 
 
 class GraSS(Projector):
@@ -226,7 +332,8 @@ class GraSS(Projector):
         if c > out_dim:
             raise InvalidArgumentError(f"`c` must be ≤ out_dim ({out_dim}), got {c}")
         self.mask_dim, self.c = mask_dim, c
-        super().__init__(_core.Projector.grass(in_dim, out_dim, mask_dim, c, check_seed(seed)), seed)
+        seed = check_seed(seed)
+        super().__init__(_core.Projector.grass(in_dim, out_dim, mask_dim, c, seed), seed)
         self._indices: torch.Tensor | None = None
 
     @property
@@ -238,11 +345,13 @@ class GraSS(Projector):
 
     def columns(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Buckets and signs of the SJLT stage's columns ``start:stop`` (masked positions)."""
-        stop = self.mask_dim if stop is None else stop
-        return _columns(self._core, start, stop, self.c)
+        return _columns(self._core, start, stop, self.mask_dim, self.c)
 
     def _params(self) -> str:
         return f", mask_dim={self.mask_dim}, c={self.c}"
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"mask_dim": self.mask_dim, "c": self.c, "seed": self.seed}
 
 
 class _Dense(Projector):
@@ -250,7 +359,8 @@ class _Dense(Projector):
 
     def __init__(self, in_dim: int, out_dim: int, *, seed: int = 0) -> None:
         in_dim, out_dim = positive_int(in_dim, "in_dim"), positive_int(out_dim, "out_dim")
-        super().__init__(_core.Projector.dense(self._kind, in_dim, out_dim, check_seed(seed)), seed)
+        seed = check_seed(seed)
+        super().__init__(_core.Projector.dense(self._kind, in_dim, out_dim, seed), seed)
 
 
 class Gaussian(_Dense):
@@ -291,7 +401,8 @@ class SRHT(Projector):
             )
         self.padded_dim = padded
         self._parts_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-        super().__init__(_core.Projector.srht(in_dim, out_dim, check_seed(seed)), seed)
+        seed = check_seed(seed)
+        super().__init__(_core.Projector.srht(in_dim, out_dim, seed), seed)
 
     def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept Hadamard rows ``(out_dim,)`` int64 (increasing) and the signs ``(in_dim,)`` ±1.0."""
@@ -299,30 +410,12 @@ class SRHT(Projector):
         signs = torch.tensor([-1.0 if neg else 1.0 for neg in negative], dtype=torch.float64)
         return torch.tensor(rows, dtype=torch.int64), signs
 
-    def project(self, x: Array) -> Array:
-        """Computes ``P x`` for each row (see :meth:`Projector.project`).
-
-        CPU input runs the Rust transform; other devices (CUDA) run :func:`fwht` in torch on the
-        tensor's device, the same matrix up to rounding (a radix-2 summation order).
-        """
-        b = as_batch(x, "x", self.in_dim, dims_name="in_dim")
-        t = b.tensor
+    def _compute(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """CPU input runs the Rust transform; other devices (CUDA) run :func:`fwht` in torch on the
+        tensor's device, the same matrix up to rounding (a radix-2 summation order)."""
         if t.device.type == "cpu":
-            out = torch.empty((t.shape[0], self.out_dim), dtype=out_dtype(t.dtype), device=t.device)
-            _run_core("project", self._core, t, out)
-            return b.result(out)
-        return b.result(self._project_torch(t))
-
-    __call__ = project
-
-    def transpose(self, y: Array) -> Array:
-        """Computes ``Pᵀ y`` for each row (see :meth:`Projector.transpose`; non-CPU devices as in
-        :meth:`project`)."""
-        b = as_batch(y, "y", self.out_dim, dims_name="out_dim")
-        t = b.tensor
-        if t.device.type == "cpu":
-            return super().transpose(y)
-        return b.result(self._transpose_torch(t))
+            return super()._compute(t, adjoint)
+        return self._transpose_torch(t) if adjoint else self._project_torch(t)
 
     def _project_torch(self, x: torch.Tensor) -> torch.Tensor:
         """``P x`` of a 2-D tensor with torch ops on its device."""
