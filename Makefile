@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 OUT ?= grass-rs-output
 CUDA_VENV := .venv-cuda
 DEPS := torch numpy tqdm "maturin>=1.9.4,<2" pytest hypothesis pytest-benchmark scikit-learn scipy \
-	transformers matplotlib safetensors ruff mypy
+	transformers datasets pyarrow tokenizers matplotlib safetensors ruff mypy
 
 .PHONY: help venv wheel install run test test-rust test-py lint dev bench bench-rust ptx clean
 

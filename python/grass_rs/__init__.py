@@ -32,6 +32,8 @@ from .attribution import (
 )
 from .capture import (
     CompressorFactory,
+    Coverage,
+    CoverageWarning,
     FactGraSS,
     Full,
     GradientHandle,
@@ -49,6 +51,7 @@ from .errors import (
     StoreMismatchError,
 )
 from .evaluation import lds
+from .index import Index
 from .projection import (
     SJLT,
     SRHT,
@@ -73,6 +76,8 @@ __all__ = [
     "Attributor",
     "BlockFisher",
     "CompressorFactory",
+    "Coverage",
+    "CoverageWarning",
     "CudaUnavailableError",
     "FactGraSS",
     "FisherBlock",
@@ -82,6 +87,7 @@ __all__ = [
     "GradientHandle",
     "GradientStore",
     "GrassError",
+    "Index",
     "InvalidArgumentError",
     "LayerCompressor",
     "LoGra",

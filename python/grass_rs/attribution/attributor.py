@@ -8,7 +8,9 @@
     helpful, harmful = grass_rs.influence.top_k(scores, 5)
 
 Scores follow the sign convention of :mod:`grass_rs.influence` (positive = the training example
-lowers the test loss). Loaders must yield ``(inputs, targets)`` in a fixed order (no shuffling) so
+lowers the test loss). Loaders must yield ``(inputs, targets)`` — or dict batches for Hugging Face
+models (``input_ids``, ``attention_mask``, ``labels``, ...; see :mod:`grass_rs.hf`) — in a fixed order
+(no shuffling) so
 that a killed run resumes from the store's last complete chunk (one chunk per batch) and sharded
 runs put the columns back in order. The loss must be **sum**-reduced over the batch.
 Under ``torch.distributed`` every rank fits its contiguous shard into its own store
@@ -29,19 +31,49 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
+from .._validate import damping as check_damping
 from ..capture.sources import LossFn, make_source, state_fingerprint
 from ..errors import ArgumentTypeError, InvalidArgumentError, StoreMismatchError
+from ..hf import batch as hfb
+from ..hf import losses as hfl
 from . import distributed as D
 from .fim import BlockFisher
 from .influence import score_chunks
 from .store import GradientStore
 
-__all__ = ["Attributor", "sum_cross_entropy"]
+__all__ = ["Attributor", "batch_size_of", "default_loss_for", "split_batch", "sum_cross_entropy"]
 
 
 def sum_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Default loss: ``cross_entropy(outputs, targets, reduction="sum")``."""
     return torch.nn.functional.cross_entropy(outputs, targets, reduction="sum")
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of a batch: a dict batch is both (the loss reads its ``labels``)."""
+    if isinstance(batch, Mapping):
+        return batch, batch
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ArgumentTypeError(
+        f"a batch must be (inputs, targets) or a dict of tensors, got {type(batch).__name__}"
+        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+    )
+
+
+def batch_size_of(batch: Any) -> int:
+    """Number of examples in a batch (dimension 0 of its first tensor)."""
+    inputs = split_batch(batch)[0]
+    values = inputs.values() if isinstance(inputs, Mapping) else [inputs]
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.ndim > 0:
+            return int(v.shape[0])
+    return 1
+
+
+def default_loss_for(model: torch.nn.Module) -> LossFn:
+    """Summed cross-entropy, or the HF head's summed loss (:func:`grass_rs.hf.default_loss`)."""
+    return hfl.default_loss(model) if hfb.is_hf_model(model) else sum_cross_entropy  # type: ignore[no-any-return]
 
 
 class _MemoryStore:
@@ -96,8 +128,12 @@ class Attributor:
     """Influence functions on compressed gradients with a block-diagonal empirical Fisher.
 
     Args:
-        model: the trained model (its parameters are not modified; it is put in ``eval`` mode).
-        loss_fn: ``loss_fn(outputs, targets)``, sum-reduced (default: summed cross-entropy).
+        model: the trained model (its parameters are not modified; it is put in ``eval`` mode). A
+            Hugging Face model is called as ``model(**batch)`` on dict batches, without ``labels``
+            (HF's token-mean loss would re-weight samples) and with ``position_ids`` from the mask.
+        loss_fn: ``loss_fn(outputs, targets)``, sum-reduced (default: summed cross-entropy; for an HF
+            model the summed loss of its head, :func:`grass_rs.hf.default_loss`). For dict batches
+            ``targets`` is the batch dict.
         compressor: what compresses each layer's per-sample gradient (see :func:`make_source`):
             ``"default"`` (``FactGraSS(k)`` with the hooks backend, ``ProjectorFactory("grass", k)``
             with ``torch.func``), a compressor or projector name (``"factgrass"``, ``"logra"``,
@@ -118,6 +154,9 @@ class Attributor:
         backend: ``"hooks"`` (default: layer hooks, factorized compressors never form the gradient)
             or ``"func"`` (``torch.func`` per-sample gradients of whole modules, then projected).
             Chosen here only — never from the model's or the compressor's type.
+        strict: raise if any trainable parameter of the model would not be captured (hooks
+            backend; otherwise a :class:`~grass_rs.capture.CoverageWarning` names what is left out).
+        device: move the model and every batch there (default: leave both where they are).
 
     Raises:
         InvalidArgumentError / ArgumentTypeError: an unknown backend or compressor name, a compressor
@@ -128,7 +167,7 @@ class Attributor:
         self,
         model: torch.nn.Module,
         *,
-        loss_fn: LossFn = sum_cross_entropy,
+        loss_fn: LossFn | None = None,
         compressor: Any = "default",
         k: int = 256,
         layers: Sequence[str] | None = None,
@@ -140,13 +179,27 @@ class Attributor:
         progress: bool | None = None,
         seed: int = 0,
         backend: str = "hooks",
+        device: str | torch.device | None = None,
+        strict: bool = False,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise ArgumentTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model.eval()
-        self.loss_fn = loss_fn
-        self.source = make_source(model, loss_fn, compressor, k=k, layers=layers, seed=seed, backend=backend)
+        self.device = torch.device(device) if device is not None else None
+        self.model = (model.to(self.device) if self.device is not None else model).eval()
+        self.loss_fn = loss_fn if loss_fn is not None else default_loss_for(model)
+        self.source = make_source(
+            model,
+            self.loss_fn,
+            compressor,
+            k=k,
+            layers=layers,
+            seed=seed,
+            backend=backend,
+            forward=hfb.forward,
+            strict=strict,
+        )
         self.store_dir = Path(store) if store is not None else None
+        damping = check_damping(damping)
         self.damping, self.relative, self.solver, self.fim_dtype = damping, relative, solver, fim_dtype
         self.progress = progress
         self.fisher: BlockFisher | None = None
@@ -161,8 +214,34 @@ class Attributor:
 
     # ---- fitting ------------------------------------------------------------------------------
     def _bar(self, it: Iterable[Any], desc: str, total: int | None) -> Iterable[Any]:
+        """Iterates over batches with a bar counting examples (examples/s); total = batches × size."""
         disable = (not _isatty()) if self.progress is None else not self.progress
-        return tqdm(it, desc=desc, total=total, disable=disable or D.rank_and_world()[0] != 0, leave=False)
+        disable = disable or D.rank_and_world()[0] != 0
+        size = getattr(it, "batch_size", None)
+        n_ex = len(it.dataset) if isinstance(it, DataLoader) else None  # type: ignore[arg-type]
+        bar = tqdm(
+            desc=desc,
+            total=n_ex or (total * size if total and size else None),
+            unit="ex",
+            disable=disable,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        try:
+            for batch in it:
+                yield batch
+                bar.update(batch_size_of(batch))
+        finally:
+            bar.close()
+
+    def _grads(self, batch: Any) -> dict[str, torch.Tensor]:
+        x, y = split_batch(hfb.to_device(batch, self.device))
+        return self.source(x, y)
+
+    def batch_gradients(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Compressed per-sample gradients of one batch (``(inputs, targets)`` or a dict batch):
+        layer → ``(batch, k_layer)`` float32 on the CPU. The hooks stay attached (see :meth:`close`)."""
+        return self._grads(batch)
 
     def _config(self, n: int | None, batch_size: int | None, rank: int, world: int) -> dict[str, Any]:
         return {
@@ -211,23 +290,27 @@ class Attributor:
         self, loader: Iterable[Any], n: int | None, batch_size: int | None, rank: int, world: int
     ) -> Any:
         store: Any = None
-        total = _len(loader)
-        for i, (x, y) in enumerate(self._bar(loader, "train gradients", total)):
-            if store is not None and i < store.num_chunks:
-                continue
-            grads = self.source(x, y)
-            if store is None:
-                dims = {k: int(v.shape[1]) for k, v in grads.items()}
-                store = self._open_store(dims, self._config(n, batch_size, rank, world), rank, world)
-                if i < store.num_chunks:
+        try:
+            for i, batch in enumerate(self._bar(loader, "train gradients", _len(loader))):
+                if store is not None and i < store.num_chunks:
                     continue
-            store.append(grads)
-        if store is None:
-            raise InvalidArgumentError("the training loader yielded no batches")
-        if n is not None and store.num_rows != n:
-            raise InvalidArgumentError(
-                f"stored {store.num_rows} training gradients but the shard has {n} examples"
-            )
+                grads = self._grads(batch)
+                if store is None:
+                    dims = {k: int(v.shape[1]) for k, v in grads.items()}
+                    store = self._open_store(dims, self._config(n, batch_size, rank, world), rank, world)
+                    if i < store.num_chunks:
+                        continue
+                store.append(grads)
+            if store is None:
+                raise InvalidArgumentError("the training loader yielded no batches")
+            if n is not None and store.num_rows != n:
+                raise InvalidArgumentError(
+                    f"stored {store.num_rows} training gradients but the shard has {n} examples"
+                )
+        except BaseException:
+            if store is not None and hasattr(store, "close"):
+                store.close()  # release the writer lock: a re-fit in this process can resume
+            raise
         store.mark_complete()
         return store
 
@@ -242,7 +325,7 @@ class Attributor:
     def gradients(self, loader: Iterable[Any], desc: str = "test gradients") -> dict[str, torch.Tensor]:
         """Compressed per-sample gradients of every example: layer → ``(n, k_layer)`` float32."""
         try:
-            parts = [self.source(x, y) for x, y in self._bar(loader, desc, _len(loader))]
+            parts = [self._grads(b) for b in self._bar(loader, desc, _len(loader))]
         finally:
             self.close()
         if not parts:
@@ -292,8 +375,8 @@ class Attributor:
             return
         buf: list[dict[str, torch.Tensor]] = []
         try:
-            for x, y in self._bar(test, "test gradients", _len(test)):
-                buf.append(self.source(x, y))
+            for batch in self._bar(test, "test gradients", _len(test)):
+                buf.append(self._grads(batch))
                 if sum(next(iter(b.values())).shape[0] for b in buf) >= rows:
                     yield _cat(buf)
                     buf = []

@@ -1,11 +1,12 @@
 """Per-sample gradient capture: layer types (:mod:`.layers`), per-layer compressors
 (:mod:`.compressors`: FactGraSS, LoGra, Full), the hooks that feed them (:mod:`.hooks`:
-:func:`attach`), the Rust kernels they call (:mod:`.kernels`) and the gradient sources the
+:func:`attach`), the generic exact fallback for other modules (:mod:`.fallback`), what is covered
+(:mod:`.coverage`), the Rust kernels they call (:mod:`.kernels`) and the gradient sources the
 attribution pipeline reads (:mod:`.sources`: hooks or ``torch.func``)."""
 
 from __future__ import annotations
 
-from . import layers
+from . import coverage, fallback, layers
 from .compressors import (
     CompressorFactory,
     FactGraSS,
@@ -14,6 +15,7 @@ from .compressors import (
     LoGra,
     PerLayerProjectors,
 )
+from .coverage import Coverage, CoverageWarning
 from .hooks import GradientHandle, Selector, attach, select_layers
 from .sources import (
     BACKENDS,
@@ -28,6 +30,8 @@ from .sources import (
 __all__ = [
     "BACKENDS",
     "CompressorFactory",
+    "Coverage",
+    "CoverageWarning",
     "FactGraSS",
     "Full",
     "FuncGradients",
@@ -39,6 +43,8 @@ __all__ = [
     "PerLayerProjectors",
     "Selector",
     "attach",
+    "coverage",
+    "fallback",
     "layers",
     "linear_layers",
     "make_source",

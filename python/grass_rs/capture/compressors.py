@@ -13,9 +13,10 @@ Both give the same ``(batch, k)`` tensor (float64 for float64 input, float32 oth
 Seeds: each layer's projectors are seeded from ``(seed, layer name, part)`` through BLAKE2b
 (:func:`layer_seed`), so a model and a seed give the same compression in every run and process.
 
-LayerNorm layers (a gradient vector of ``p = 2d`` entries, cheap to form exactly) are compressed by
-a projector applied to that vector: FactGraSS uses ``GraSS(p, k, mask_dim=k', c)`` when ``p > k'``
-and ``SJLT(p, k, c)`` otherwise; LoGra uses ``Gaussian(p, k)``; Full uses its projector.
+Vector layers — LayerNorm (a gradient vector of ``p = 2d`` entries, cheap to form exactly), RMSNorm
+(``p = d``) and modules captured by the generic fallback (their flattened parameter gradients) —
+are compressed by a projector applied to that vector: FactGraSS uses ``GraSS(p, k, mask_dim=k', c)``
+when ``p > k'`` and ``SJLT(p, k, c)`` otherwise; LoGra uses ``Gaussian(p, k)``; Full uses its projector.
 
 Memory per layer and batch: FactGraSS ``O(batch · (T · √k' + k'))`` temporaries, LoGra
 ``O(batch · (T · √k + k))``, Full ``O(batch · p)``. Devices: the torch parts run on the factors'
@@ -125,6 +126,13 @@ class LayerCompressor(abc.ABC):
         Returns:
             ``(batch, k)``, equal to ``compress_full`` of the materialized gradient.
         """
+        if self.layer.kind == "module":
+            raise InvalidArgumentError(
+                f"layer {self.layer.name!r} is captured by the generic fallback and has no factors; "
+                "use compress_full on its flattened parameter gradients"
+            )
+        if self.layer.kind == "conv":
+            return self._conv(*L.conv_factors(self.layer, grad_output, layer_input))
         go, x = L.factors(self.layer, grad_output, layer_input)
         if self.layer.is_vector:
             return self._full(L.layernorm_grad(self.layer, go, x))
@@ -134,7 +142,13 @@ class LayerCompressor(abc.ABC):
     def _full(self, grad: Tensor) -> Tensor: ...
 
     def _factors(self, go: Tensor, x: Tensor) -> Tensor:
-        return self._full(L.materialize(self.layer, go, x))
+        """From token-form factors ``(B, T, d_out)``, ``(B, T, d_in)`` (default: materialize)."""
+        return self._full(L.token_grad(self.layer, go, x))
+
+    def _conv(self, go: Tensor, x_pad: Tensor) -> Tensor:
+        """From a convolution's ``(B, L, C_out)`` output gradients and ``(B, C_in, H_pad, W_pad)``
+        padded input (default: unfold, then :meth:`_factors`)."""
+        return self._factors(go, L.unfold(self.layer, x_pad))
 
     def __repr__(self) -> str:
         return (
@@ -191,9 +205,17 @@ class FactGraSSCompressor(LayerCompressor):
     ``s_in = min(√k', d_in[+1])`` coordinates; per-token outer products of the masked factors are
     summed (``(batch, s_out · s_in)``, the masked block of ``G``), then an SJLT maps them to ``k``.
 
+    Convolutions mask the im2col columns: each kept column is a ``(channel, ky, kx)`` offset, gathered
+    straight from the padded input at every output position (the unfold is never formed).
+
+    Embeddings hash the vocabulary side instead of masking it: ``G[mask_out] @ Hᵀ`` with
+    ``H = SJLT(V, s_in, c=1)`` (each token id lands in one of ``s_in`` buckets with a random sign), so
+    every token contributes and no sample's block is all zeros.
+
     Attributes:
         mask_out: ``Mask(d_out, s_out)``; ``mask_out.indices`` are the kept rows of ``G``.
-        mask_in: ``Mask(d_in[+1], s_in)``; index ``d_in`` is the bias column.
+        mask_in: ``Mask(d_in[+1], s_in)``; index ``d_in`` is the bias column (``None`` for Embedding).
+        hash_in: Embedding only: ``SJLT(V, s_in, c=1)`` on the vocabulary side, else ``None``.
         sjlt: ``SJLT(s_out · s_in, k, c)``.
     """
 
@@ -201,23 +223,65 @@ class FactGraSSCompressor(LayerCompressor):
         super().__init__(layer, out_dim)
         s_out, s_in = min(side, layer.d_out), min(side, layer.d_in_aug)
         self.mask_out = Mask(layer.d_out, s_out, seed=layer_seed(seed, layer.name, "mask_out"))
-        self.mask_in = Mask(layer.d_in_aug, s_in, seed=layer_seed(seed, layer.name, "mask_in"))
         self.sjlt = SJLT(s_out * s_in, out_dim, c=c, seed=layer_seed(seed, layer.name, "sjlt"))
         self._cache = _Cache()
+        self.mask_in: Mask | None = None
+        self.hash_in: SJLT | None = None
+        self._hash_cols: tuple[Tensor, Tensor] | None = None
+        if layer.kind == "embedding":
+            self.hash_in = SJLT(layer.d_in, s_in, c=1, seed=layer_seed(seed, layer.name, "hash_in"))
+            self._bias_col, self._cols = False, torch.arange(s_in)
+            return
+        self.mask_in = Mask(layer.d_in_aug, s_in, seed=layer_seed(seed, layer.name, "mask_in"))
         cols = self.mask_in.indices
         self._bias_col = layer.bias and int(cols[-1]) == layer.d_in  # indices are increasing
         self._cols = cols[:-1] if self._bias_col else cols
+        self._patch_index: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def _full(self, grad: Tensor) -> Tensor:
         rows = self._cache.get("out", self.mask_out.indices, grad.device)
+        block = grad.index_select(1, rows)
+        if self.hash_in is not None:
+            hashed = apply_projector(self.hash_in, block.reshape(-1, self.layer.d_in))
+            return apply_projector(self.sjlt, hashed.reshape(grad.shape[0], -1))
+        assert self.mask_in is not None
         cols = self._cache.get("in", self.mask_in.indices, grad.device)
-        block = grad.index_select(1, rows).index_select(2, cols)
+        block = block.index_select(2, cols)
         return apply_projector(self.sjlt, block.reshape(grad.shape[0], -1))
 
     def _factors(self, go: Tensor, x: Tensor) -> Tensor:
         rows = self._cache.get("out", self.mask_out.indices, go.device)
+        dt = L.compute_dtype(go, x)
+        if self.hash_in is not None:
+            return apply_projector(self.sjlt, self._hashed_embedding(go, x, rows, dt))
         cols = self._cache.get("cols", self._cols, go.device)
-        block = K.masked_outer(self.layer, go, x, rows, cols, self._bias_col, L.compute_dtype(go, x))
+        block = K.masked_outer(self.layer, go, x, rows, cols, self._bias_col, dt)
+        return apply_projector(self.sjlt, block)
+
+    def _hashed_embedding(self, go: Tensor, ids: Tensor, rows: Tensor, dt: torch.dtype) -> Tensor:
+        """``Σ_t δ_t[rows] ⊗ sign(id_t) e_bucket(id_t)``: ``(B, T, d), (B, T)`` → ``(B, s_out · s_in)``."""
+        assert self.hash_in is not None
+        if self._hash_cols is None:
+            buckets, signs = self.hash_in.columns()  # (V, 1) each: c = 1
+            self._hash_cols = (buckets[:, 0], signs[:, 0])
+        buckets = self._cache.get("buckets", self._hash_cols[0], go.device)
+        signs = self._cache.get("signs", self._hash_cols[1], go.device, dt)
+        b = go.new_zeros((*ids.shape, self.hash_in.out_dim), dtype=dt)
+        b.scatter_(2, buckets[ids].unsqueeze(-1), signs[ids].unsqueeze(-1))
+        a = K.gather_columns(go, rows).to(dt)
+        return torch.bmm(a.transpose(1, 2), b).reshape(go.shape[0], -1)
+
+    def _conv(self, go: Tensor, x_pad: Tensor) -> Tensor:
+        """Gathers only the kept im2col columns from the padded input, then the masked outer products."""
+        rows = self._cache.get("out", self.mask_out.indices, go.device)
+        key = (int(x_pad.shape[2]), int(x_pad.shape[3]), x_pad.device)
+        if key not in self._patch_index:
+            cols = self._cols.to(x_pad.device)
+            self._patch_index[key] = K.patch_index(self.layer, cols, key[0], key[1])
+        patches = K.gather_patches(x_pad, self._patch_index[key])  # (B, L, s_in)
+        every = self._cache.get("every", torch.arange(patches.shape[2]), go.device)
+        dt = L.compute_dtype(go, x_pad)
+        block = K.masked_outer(self.layer, go, patches, rows, every, self._bias_col, dt)
         return apply_projector(self.sjlt, block)
 
 
@@ -253,6 +317,14 @@ class LoGraCompressor(LayerCompressor):
         p_out, p_in = self._mats(go.device, dt)
         a = torch.matmul(go.to(dt), p_out.T)
         b = K.input_project(self.layer, x, p_in)
+        return K.outer_sum(a, b)
+
+    def _conv(self, go: Tensor, x_pad: Tensor) -> Tensor:
+        """Projects every im2col patch with one convolution (kernels = ``P_in``'s rows), no unfold."""
+        dt = L.compute_dtype(go, x_pad)
+        p_out, p_in = self._mats(go.device, dt)
+        a = torch.matmul(go.to(dt), p_out.T)
+        b = K.conv_input_project(self.layer, x_pad.to(dt), p_in)
         return K.outer_sum(a, b)
 
 

@@ -4,7 +4,11 @@
 * :func:`masked_outer` — the masked block ``Σ_t δ_t[rows] ⊗ x̃_t[cols]`` of each sample's gradient
   (FactGraSS), one fused Rust call on CPU, gather + ``bmm`` elsewhere;
 * :func:`input_project`, :func:`outer_sum` — LoGra's dense factor projection and per-sample
-  outer-product sum.
+  outer-product sum;
+* :func:`patch_index`, :func:`gather_patches` — chosen im2col columns of a convolution gathered
+  straight from its (padded) input by index arithmetic, without forming the unfold (FactGraSS);
+* :func:`conv_input_project` — LoGra's projection of every im2col patch, computed as a convolution
+  whose kernels are the projection's rows.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ from torch import nn
 from .. import _core
 from .layers import LayerInfo
 
-__all__ = ["gather_columns", "input_project", "masked_outer", "outer_sum"]
+__all__ = [
+    "conv_input_project",
+    "gather_columns",
+    "gather_patches",
+    "input_project",
+    "masked_outer",
+    "outer_sum",
+    "patch_index",
+]
 
 Tensor = torch.Tensor
 
@@ -114,3 +126,58 @@ def input_project(info: LayerInfo, x: Tensor, p_in: Tensor) -> Tensor:
 def outer_sum(a: Tensor, b: Tensor) -> Tensor:
     """``Σ_t a_t b_tᵀ`` per sample, flattened row-major: ``(B, T, m), (B, T, n)`` → ``(B, m·n)``."""
     return torch.bmm(a.transpose(1, 2), b).reshape(a.shape[0], -1)
+
+
+def patch_index(info: LayerInfo, cols: Tensor, h_pad: int, w_pad: int) -> Tensor:
+    """Flat offsets into one sample's padded input of the im2col entries ``cols`` at every position.
+
+    Column ``j = (c · kh + ky) · kw + kx`` (``F.unfold``'s order) of the patch at output position
+    ``(oy, ox)`` is ``x_pad[c, oy · sh + ky · dh, ox · sw + kx · dw]``, i.e. the flat offset
+    ``base[j] + off[oy, ox]`` with ``base[j] = (c · H_pad + ky · dh) · W_pad + kx · dw`` and
+    ``off = oy · sh · W_pad + ox · sw``.
+
+    Args:
+        info: a ``"conv"`` layer.
+        cols: ``(s,)`` int64 im2col columns in ``[0, C_in · kh · kw)``.
+        h_pad, w_pad: the padded input's height and width.
+
+    Returns:
+        ``(L, s)`` int64 offsets into ``x_pad[b].flatten()``, positions in row-major order.
+    """
+    geo = info.conv
+    assert geo is not None
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
+    h_out = (h_pad - dh * (kh - 1) - 1) // sh + 1
+    w_out = (w_pad - dw * (kw - 1) - 1) // sw + 1
+    c, rest = cols // (kh * kw), cols % (kh * kw)
+    base = (c * h_pad + (rest // kw) * dh) * w_pad + (rest % kw) * dw
+    dev = cols.device
+    off = (torch.arange(h_out, device=dev) * sh * w_pad)[:, None] + torch.arange(w_out, device=dev) * sw
+    return off.reshape(-1, 1) + base
+
+
+def gather_patches(x_pad: Tensor, index: Tensor) -> Tensor:
+    """The chosen im2col columns of every sample: ``(B, C, H_pad, W_pad)``, ``(L, s)`` → ``(B, L, s)``.
+
+    Reads ``B · L · s`` input values (the full unfold would be ``B · L · C · kh · kw``)."""
+    flat = x_pad.reshape(x_pad.shape[0], -1)
+    return gather_columns(flat, index.reshape(-1)).view(x_pad.shape[0], *index.shape)
+
+
+def conv_input_project(info: LayerInfo, x_pad: Tensor, p_in: Tensor) -> Tensor:
+    """``x̃_pos @ p_inᵀ`` for every bias-augmented im2col patch, as one convolution.
+
+    Args:
+        info: a ``"conv"`` layer.
+        x_pad: ``(B, C_in, H_pad, W_pad)`` padded input, in ``p_in``'s dtype.
+        p_in: ``(s, C_in · kh · kw [+1])`` dense matrix.
+
+    Returns:
+        ``(B, L, s)``.
+    """
+    geo = info.conv
+    assert geo is not None
+    w = p_in[:, : info.d_in].reshape(p_in.shape[0], -1, *geo.kernel)
+    b = p_in[:, info.d_in] if info.bias else None
+    y = nn.functional.conv2d(x_pad, w, b, stride=geo.stride, dilation=geo.dilation)
+    return y.flatten(2).transpose(1, 2)

@@ -22,15 +22,16 @@ from torch.func import functional_call, grad, vmap
 
 from .. import projection
 from ..errors import ArgumentTypeError, InvalidArgumentError
-from . import layers as L
 from .compressors import CompressorFactory, PerLayerProjectors, make_compressor
-from .hooks import GradientHandle, Selector, attach, select_layers
+from .coverage import enforce, plan
+from .hooks import GradientHandle, Selector, attach
 
 __all__ = [
     "BACKENDS",
     "FuncGradients",
     "GradientSource",
     "HookGradients",
+    "call_model",
     "linear_layers",
     "make_source",
     "state_fingerprint",
@@ -39,6 +40,25 @@ __all__ = [
 BACKENDS = ("hooks", "func")
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+Forward = Callable[[torch.nn.Module, Any], Any]
+
+
+def call_model(model: torch.nn.Module, inputs: Any) -> Any:
+    """The default forward: ``model(**inputs)`` for a dict batch, ``model(inputs)`` otherwise."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def _checked_loss(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else f"shape {tuple(loss.shape)}"
+        raise ArgumentTypeError(
+            f"`loss_fn` must return a scalar tensor (the per-sample losses summed), got {got}; "
+            "for Hugging Face models use grass_rs.hf.causal_lm_loss / sequence_classification_loss "
+            "(the model is called without labels=, so outputs.loss is None)"
+        )
+    return loss
 
 
 def linear_layers(model: torch.nn.Module) -> list[str]:
@@ -66,6 +86,7 @@ class FuncGradients:
         loss_fn: ``loss_fn(outputs, targets)`` reduced by **sum** over the batch.
         layers: Linear module names (default: all).
         factory: ``(layer_name, in_dim) -> projector`` or ``None`` for raw gradients.
+        forward: ``forward(model, inputs)`` (default :func:`call_model`; dict batches as keywords).
     """
 
     def __init__(
@@ -74,8 +95,9 @@ class FuncGradients:
         loss_fn: LossFn,
         layers: Sequence[str] | None = None,
         factory: Callable[[str, int], projection.Projector] | None = None,
+        forward: Forward = call_model,
     ) -> None:
-        self.model, self.loss_fn, self.factory = model, loss_fn, factory
+        self.model, self.loss_fn, self.factory, self.forward = model, loss_fn, factory, forward
         self.layers = list(layers) if layers is not None else linear_layers(model)
         if not self.layers:
             raise InvalidArgumentError("the model has no Linear layers to attribute through; pass `layers`")
@@ -108,7 +130,10 @@ class FuncGradients:
         def loss(p: dict[str, torch.Tensor], x: Any, y: Any) -> torch.Tensor:
             xb = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), x)
             yb = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), y)
-            return self.loss_fn(functional_call(self.model, {**rest, **p}, (xb,)), yb)
+            params = {**rest, **p}
+            return _checked_loss(
+                self.loss_fn(self.forward(_Functional(self.model, params), xb), yb)  # type: ignore[arg-type]
+            )
 
         g = vmap(grad(loss), in_dims=(None, 0, 0))(sel, inputs, targets)
         return {name: _layout(g, pnames) for name, pnames in self._params.items()}
@@ -120,6 +145,19 @@ class FuncGradients:
             "compressor": repr(self.factory),
             "projectors": {name: repr(p) for name, p in self.projectors.items()},
         }
+
+
+class _Functional:
+    """Calls ``functional_call(model, params, ...)`` when called like the model (for ``forward``)."""
+
+    def __init__(self, model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
+        self.model, self.params = model, params
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return functional_call(self.model, self.params, args, kwargs)
 
 
 def _layout(g: Mapping[str, torch.Tensor], pnames: list[str]) -> torch.Tensor:
@@ -142,30 +180,47 @@ class HookGradients:
         model: the model.
         loss_fn: sum-reduced ``loss_fn(outputs, targets)``.
         factory: a compressor factory (``FactGraSS``, ``LoGra``, ``Full``, :class:`PerLayerProjectors`).
-        layers: a layer selector for :func:`grass_rs.attach` (default: every supported layer).
+        layers: a layer selector for :func:`grass_rs.attach` (default: every module with trainable
+            parameters, layers without a fast form through the exact fallback).
+        forward: ``forward(model, inputs)`` (default :func:`call_model`; dict batches as keywords).
+        strict: raise if any trainable parameter would not be captured (else a ``CoverageWarning``).
+
+    Raises:
+        InvalidArgumentError / ArgumentTypeError: unknown layers, nothing to capture, or (``strict``)
+            uncovered parameters — at construction, before any data is read.
     """
 
     def __init__(
-        self, model: torch.nn.Module, loss_fn: LossFn, factory: CompressorFactory, layers: Selector = None
+        self,
+        model: torch.nn.Module,
+        loss_fn: LossFn,
+        factory: CompressorFactory,
+        layers: Selector = None,
+        forward: Forward = call_model,
+        strict: bool = False,
     ) -> None:
         self.model, self.loss_fn, self.factory, self.layers = model, loss_fn, factory, layers
-        for name, module in select_layers(model, layers):  # unknown / unsupported layers fail here
-            L.describe(name, module)
+        self.forward, self.strict = forward, strict
+        _, self.coverage = plan(model, layers)  # unknown / unsupported layers fail here
+        if strict:
+            enforce(self.coverage, strict=True)
         self._handle: GradientHandle | None = None
         self._description: dict[str, Any] | None = None
 
     def handle(self) -> GradientHandle:
         """The live :class:`~grass_rs.GradientHandle` (attaching on first use)."""
         if self._handle is None:
-            self._handle = attach(self.model, self.factory, self.layers, loss_reduction="sum")
+            self._handle = attach(
+                self.model, self.factory, self.layers, loss_reduction="sum", strict=self.strict
+            )
         return self._handle
 
     def __call__(self, inputs: Any, targets: Any) -> dict[str, torch.Tensor]:
         h = self.handle()
-        modules = dict(self.model.named_modules())
-        params = [p for n in h.layers for p in modules[n].parameters(recurse=False) if p.requires_grad]
+        # every trainable parameter: fallback units (e.g. attention) own parameters of submodules
+        params = [p for p in self.model.parameters() if p.requires_grad]
         with torch.enable_grad():
-            loss = self.loss_fn(self.model(inputs), targets)
+            loss = _checked_loss(self.loss_fn(self.forward(self.model, inputs), targets))
             torch.autograd.grad(loss, params, allow_unused=True)
         grads = h.gradients()
         assert isinstance(grads, dict)
@@ -186,6 +241,7 @@ class HookGradients:
                 "compressor": repr(self.factory),
                 "layers": list(h.layers),
                 "compressors": {n: repr(c) for n, c in h.compressors.items()},
+                "coverage": str(h.coverage),
             }
             if not was_open:
                 self.close()
@@ -216,6 +272,8 @@ def make_source(
     layers: Any = None,
     seed: int = 0,
     backend: str = "hooks",
+    forward: Forward = call_model,
+    strict: bool = False,
 ) -> GradientSource:
     """The :class:`GradientSource` for ``compressor`` on ``backend`` — the one place that decides it.
 
@@ -231,6 +289,9 @@ def make_source(
     ``None``                                      raw gradients               raw gradients
     a :class:`GradientSource`                     used as is                  used as is
     ============================================  ==========================  ===========================
+
+    ``forward(model, inputs)`` calls the model on a batch (default :func:`call_model`: a dict batch
+    is passed as keywords; :func:`grass_rs.hf.forward` also drops ``labels`` and adds ``position_ids``).
 
     Raises:
         InvalidArgumentError: unknown backend or name, unknown layers.
@@ -258,11 +319,11 @@ def make_source(
                 f"{type(compressor).__name__} runs in layer hooks: use backend='hooks', or pass a "
                 "grass_rs.ProjectorFactory for backend='func'"
             )
-        return HookGradients(model, loss_fn, compressor, layers)
+        return HookGradients(model, loss_fn, compressor, layers, forward, strict=strict)
     if compressor is None or callable(compressor):
         if backend == "func":
-            return FuncGradients(model, loss_fn, layers, compressor)
-        return HookGradients(model, loss_fn, PerLayerProjectors(compressor), layers)
+            return FuncGradients(model, loss_fn, layers, compressor, forward)
+        return HookGradients(model, loss_fn, PerLayerProjectors(compressor), layers, forward, strict=strict)
     raise ArgumentTypeError(
         "`compressor` must be 'default', a compressor name, a compressor factory, a projector factory, "
         f"None or a GradientSource, got {type(compressor).__name__}"

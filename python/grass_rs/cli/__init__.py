@@ -3,7 +3,8 @@ lives in this subpackage, one module per group of commands:
 
 * ``attribute`` (:mod:`.attribute`) — the whole attribution job on the bundled digits MLP;
 * ``lds``, ``study`` (:mod:`.evaluate`) — linear datamodeling score, speed–fidelity study;
-* ``demo`` (:mod:`.demo`) — projector comparison table.
+* ``demo`` (:mod:`.demo`) — projector comparison table;
+* ``build``, ``query`` (:mod:`.index`) — index your own Hugging Face model and corpus, query it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import GrassError
-from . import attribute, demo, evaluate
+from . import attribute, demo, evaluate, index
 
 __all__ = ["main", "parser"]
 
@@ -25,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     attribute.add_parser(sub)
     evaluate.add_parsers(sub)
     demo.add_parser(sub)
+    index.add_parsers(sub)
     return p
 
 

@@ -34,11 +34,12 @@ from ..errors import InvalidArgumentError
 from . import lds as L
 from .tasks.base import DAMPINGS, EvalTask
 from .tasks.classification import CLASSIFICATION_TASKS, COMPRESSORS, DEFAULT_KS, build_task
+from .tasks.cnn import CNN_KS, build_cnn_task
 from .tasks.gpt2 import LM_KS, LM_MODELS, build_lm_task
 
 __all__ = ["TASKS", "build_eval_task", "plot", "run_one", "run_study", "table"]
 
-TASKS = (*CLASSIFICATION_TASKS, "gpt2")
+TASKS = (*CLASSIFICATION_TASKS, "gpt2", "cnn")
 
 
 def build_eval_task(
@@ -53,6 +54,10 @@ def build_eval_task(
     """The task ``name`` (one of :data:`TASKS`) with its ground truth (retrained or cached)."""
     if name == "gpt2":
         return build_lm_task(
+            n_models=n_models, alpha=alpha, cache_dir=cache_dir, seed=seed, progress=progress
+        )
+    if name == "cnn":
+        return build_cnn_task(
             n_models=n_models, alpha=alpha, cache_dir=cache_dir, seed=seed, progress=progress
         )
     if name in CLASSIFICATION_TASKS:
@@ -186,7 +191,7 @@ def run_study(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    ks = {**DEFAULT_KS, "gpt2": LM_KS, **(ks or {})}
+    ks = {**DEFAULT_KS, "gpt2": LM_KS, "cnn": CNN_KS, **(ks or {})}
 
     def emit(r: dict[str, Any]) -> None:
         rows.append(r)
@@ -203,7 +208,7 @@ def run_study(
         )
         print(f"[{name}] p={task.p}", flush=True)
         names = [c for c in task.compressors if c != "none"]
-        if name != "gpt2":
+        if name in CLASSIFICATION_TASKS:
             names = [c for c in compressors if c in names]
             if full:
                 emit(run_one(task, "none", task.p, seed=seed))

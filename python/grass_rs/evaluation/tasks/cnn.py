@@ -1,0 +1,160 @@
+"""The study's convolutional task: a small CNN on scikit-learn's bundled 8×8 digits reshaped as
+``(1, 8, 8)`` images (1 000 train / 797 test; nothing is downloaded)::
+
+    Conv2d(1, 8, 3, padding=1) → ReLU → Conv2d(8, 16, 3, stride=2, padding=1) → ReLU
+        → Flatten → Linear(256, 10)                                           (p = 3 818)
+
+Every compressor runs per layer through :func:`grass_rs.attach` (conv layers in the factored
+im2col form): FactGraSS and LoGra from the factors, GraSS and the dense Gaussian on each layer's
+materialized per-sample gradient. Ground truth: the margins of the test digits under models
+retrained on random halves of the training set (full-batch Adam, one fixed initialization).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...capture import attach
+from ...capture.compressors import make_compressor
+from ...data.bundled import load_classification, single_thread, train_classifier
+from ...errors import InvalidArgumentError
+from .. import lds as L
+from .base import STUDY_VERSION
+
+__all__ = ["CNN_COMPRESSORS", "CNN_HP", "CNN_KS", "CNNTask", "build_cnn", "build_cnn_task"]
+
+CNN_COMPRESSORS = ("grass", "factgrass", "logra", "gaussian")
+#: ``k`` per layer (perfect squares, as LoGra needs).
+CNN_KS = (16, 64)
+CNN_HP: dict[str, float] = {"steps": 300, "lr": 1e-2, "weight_decay": 1e-3}
+_N_TRAIN = 1000
+
+
+def build_cnn(seed: int = 0) -> nn.Module:
+    """The task's CNN with its fixed initialization (``torch.manual_seed(seed)``)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
+
+
+@dataclass
+class CNNTask:
+    """The CNN task (an :class:`~grass_rs.evaluation.tasks.base.EvalTask`): ground truth plus the
+    full-data model and its data; gradients are captured per compressor through hooks.
+
+    Attributes:
+        name: ``"cnn"``.
+        subsets: ``(M, n_train)`` membership of the retraining subsets.
+        outputs: ``(M, n_test)`` ground-truth test margins.
+        model: the model trained on all training digits.
+        x_train, y_train, x_test, y_test: ``(n, 64)`` float32 pixels in ``[0, 1]``, int64 labels.
+        retrain_s: seconds spent on the ground truth.
+    """
+
+    name: str
+    subsets: np.ndarray
+    outputs: np.ndarray
+    model: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    retrain_s: float
+
+    @property
+    def p(self) -> int:
+        """Parameter count of the model."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def fixed_s(self) -> float:
+        """Nothing is shared between rows (capture is part of each row's compression time)."""
+        return 0.0
+
+    @property
+    def compressors(self) -> tuple[str, ...]:
+        """GraSS, FactGraSS, LoGra and the dense Gaussian, per layer."""
+        return CNN_COMPRESSORS
+
+    def row_k(self, compressor: str, k: int) -> int:
+        """``k`` per layer."""
+        return int(k)
+
+    def compress(self, compressor: str, k: int, seed: int, *, repeats: int) -> tuple[Any, Any, float]:
+        """Per-layer compressed gradients (float64) of every training and test digit and the capture
+        time (forward, backward and compression with hooks; one timed run when ``repeats``)."""
+        if compressor not in CNN_COMPRESSORS:
+            raise InvalidArgumentError(
+                f"`compressor` must be one of {CNN_COMPRESSORS} for cnn, got {compressor!r}"
+            )
+        factory = make_compressor(compressor, k, seed=seed)
+        self._capture(factory, self.x_train[:64], self.y_train[:64])  # warm-up (compressor caches)
+        t0 = time.perf_counter()
+        tr = self._capture(factory, self.x_train, self.y_train)
+        te = self._capture(factory, self.x_test, self.y_test)
+        t = time.perf_counter() - t0
+        return tr, te, t if repeats > 0 else 0.0
+
+    def _capture(self, factory: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> dict[str, Any]:
+        parts: list[dict[str, torch.Tensor]] = []
+        with attach(self.model, factory, loss_reduction="sum", strict=True) as h:
+            for s in range(0, x.shape[0], batch):
+                loss = nn.functional.cross_entropy(
+                    self.model(x[s : s + batch]), y[s : s + batch], reduction="sum"
+                )
+                torch.autograd.grad(loss, list(self.model.parameters()))
+                g = h.gradients()
+                assert isinstance(g, dict)
+                parts.append(g)
+        return {name: torch.cat([p[name] for p in parts]).double() for name in parts[0]}
+
+
+def build_cnn_task(
+    *,
+    n_models: int = 50,
+    alpha: float = 0.5,
+    cache_dir: str | Path = "grass-rs-output/lds-cache",
+    seed: int = 0,
+    progress: bool = False,
+) -> CNNTask:
+    """Trains (or loads) the ``M`` subset CNNs; ground truth = margins of the test digits."""
+    x_tr, y_tr, x_te, y_te = load_classification("digits", n_train=_N_TRAIN, seed=seed)
+    subsets = L.sample_subsets(x_tr.shape[0], n_models, alpha, seed=seed)
+    spec = {
+        "task": "cnn",
+        "version": STUDY_VERSION,
+        "n_train": int(x_tr.shape[0]),
+        "model_seed": seed,
+        "data_seed": seed,
+        "subset_seed": seed,
+        "alpha": alpha,
+        "hp": CNN_HP,
+    }
+    build = lambda: build_cnn(seed)  # noqa: E731
+    t0 = time.perf_counter()
+    outputs = L.ground_truth(
+        lambda idx, m: train_classifier(build, x_tr[idx], y_tr[idx], CNN_HP),
+        lambda model: L.margin(model(x_te), y_te),
+        subsets,
+        cache=L.ModelCache(cache_dir, spec),
+        build_fn=build,
+        progress=progress,
+    )
+    retrain_s = time.perf_counter() - t0
+    with single_thread():
+        full = train_classifier(build, x_tr, y_tr, CNN_HP)
+    return CNNTask("cnn", subsets, outputs, full, x_tr, y_tr, x_te, y_te, retrain_s)
