@@ -254,3 +254,45 @@ def test_lds_cli_functions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert args.func(args) == 0
     assert "breast_cancer sjlt k=8: LDS" in capsys.readouterr().out
     assert json.loads(out.read_text())["n_models"] == 3
+
+
+def test_hooked_tasks_capture_every_example_like_one_attach() -> None:
+    """CNN and GPT-2 tasks: ``compress`` (warm-up, batching, two splits) equals one hooked pass."""
+    import numpy as np
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from grass_rs.capture.compressors import make_compressor
+    from grass_rs.evaluation.tasks.cnn import CNNTask, build_cnn
+    from grass_rs.evaluation.tasks.gpt2 import LMTask, seq_log_prob
+
+    torch.manual_seed(0)
+    x, y = torch.rand(300, 64), torch.randint(0, 10, (300,))
+    empty = np.zeros((1, 1))
+    cnn = CNNTask("cnn", empty, empty, build_cnn(0).eval(), x[:280], y[:280], x[280:], y[280:], 0.0)
+    cfg = GPT2Config(vocab_size=64, n_positions=8, n_embd=16, n_layer=1, n_head=2)
+    ids = torch.randint(0, 64, (40, 8))
+    lm = LMTask("gpt2", empty, empty, GPT2LMHeadModel(cfg).eval(), ids[:36], ids[36:], 0.0)
+
+    def one_pass(task, loss_of, inputs):  # type: ignore[no-untyped-def]
+        with grass_rs.attach(task.model, make_compressor("factgrass", 16, seed=3)) as h:
+            loss_of(inputs).backward()
+        task.model.zero_grad(set_to_none=True)
+        return h.gradients()
+
+    for task, loss_of, (tr_in, te_in) in [
+        (
+            cnn,
+            lambda v: torch.nn.functional.cross_entropy(cnn.model(v[0]), v[1], reduction="sum"),
+            ((x[:280], y[:280]), (x[280:], y[280:])),
+        ),
+        (lm, lambda v: -seq_log_prob(lm.model, v).sum(), (ids[:36], ids[36:])),
+    ]:
+        tr, te, seconds = task.compress("factgrass", 16, 3, repeats=1)
+        assert seconds > 0 and task.row_k("factgrass", 16) == 16
+        for got, inputs in ((tr, tr_in), (te, te_in)):
+            want = one_pass(task, loss_of, inputs)
+            assert list(got) == list(want)
+            for name in want:
+                torch.testing.assert_close(got[name], want[name].double(), rtol=1e-5, atol=1e-6)
+        with pytest.raises(grass_rs.InvalidArgumentError, match="compressor"):
+            task.compress("srht", 16, 0, repeats=0)

@@ -274,7 +274,20 @@ def _columns(
     return buckets, signs
 
 
-class Mask(Projector):
+class _Masked(Projector):
+    """A projector with a mask stage: its kept coordinates as a cached tensor."""
+
+    _indices: torch.Tensor | None = None
+
+    @property
+    def indices(self) -> torch.Tensor:
+        """The kept coordinates (Mask) or the mask stage's coordinates (GraSS): increasing, int64."""
+        if self._indices is None:
+            self._indices = torch.tensor(self._core.mask_indices(), dtype=torch.int64)
+        return self._indices
+
+
+class Mask(_Masked):
     """Random coordinate selection: ``out_dim`` distinct coordinates of ``in_dim``, uniformly
     without replacement, in increasing order. Cost ``O(batch · out_dim)``.
 
@@ -292,14 +305,6 @@ class Mask(Projector):
         self.scale = bool(scale)
         seed = check_seed(seed)
         super().__init__(_core.Projector.mask(in_dim, out_dim, seed, self.scale), seed)
-        self._indices: torch.Tensor | None = None
-
-    @property
-    def indices(self) -> torch.Tensor:
-        """The kept coordinates, increasing, int64."""
-        if self._indices is None:
-            self._indices = torch.tensor(self._core.mask_indices(), dtype=torch.int64)
-        return self._indices
 
     def _params(self) -> str:
         return ", scale=True" if self.scale else ""
@@ -308,7 +313,7 @@ class Mask(Projector):
         return {"seed": self.seed, "scale": self.scale}
 
 
-class GraSS(Projector):
+class GraSS(_Masked):
     """GraSS: ``SJLT_{mask_dim → out_dim} ∘ Mask_{in_dim → mask_dim}``, fused so only the
     ``mask_dim`` selected coordinates are read: cost ``O(batch · mask_dim · c)``, sub-linear in
     ``in_dim``. With the same seed it equals ``SJLT(mask_dim, out_dim, c=c, seed=seed)`` applied
@@ -334,14 +339,6 @@ class GraSS(Projector):
         self.mask_dim, self.c = mask_dim, c
         seed = check_seed(seed)
         super().__init__(_core.Projector.grass(in_dim, out_dim, mask_dim, c, seed), seed)
-        self._indices: torch.Tensor | None = None
-
-    @property
-    def indices(self) -> torch.Tensor:
-        """The mask stage's coordinates, increasing, int64."""
-        if self._indices is None:
-            self._indices = torch.tensor(self._core.mask_indices(), dtype=torch.int64)
-        return self._indices
 
     def columns(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Buckets and signs of the SJLT stage's columns ``start:stop`` (masked positions)."""

@@ -24,7 +24,7 @@ from ...data.bundled import load_classification, train_classifier
 from ...errors import InvalidArgumentError
 from ...projection import Projector, projector
 from .. import lds as L
-from .base import STUDY_VERSION
+from .base import cache_spec
 
 __all__ = [
     "CLASSIFICATION_TASKS",
@@ -161,16 +161,7 @@ def build_task(
     x_tr, y_tr, x_te, y_te = load_classification(name, n_train=_N_TRAIN[name], seed=seed)
     build, hp = _builder(name, seed), TRAIN_HP[name]
     subsets = L.sample_subsets(x_tr.shape[0], n_models, alpha, seed=seed)
-    spec = {
-        "task": name,
-        "version": STUDY_VERSION,
-        "n_train": int(x_tr.shape[0]),
-        "model_seed": seed,
-        "data_seed": seed,
-        "subset_seed": seed,
-        "alpha": alpha,
-        "hp": hp,
-    }
+    spec = cache_spec(name, n_train=int(x_tr.shape[0]), seed=seed, alpha=alpha, hp=hp)
     t0 = time.perf_counter()
     outputs = L.ground_truth(
         lambda idx, m: train_classifier(build, x_tr[idx], y_tr[idx], hp),

@@ -22,11 +22,9 @@ import torch
 from torch import nn
 
 from ...capture import attach
-from ...capture.compressors import make_compressor
 from ...data.bundled import load_classification, single_thread, train_classifier
-from ...errors import InvalidArgumentError
 from .. import lds as L
-from .base import STUDY_VERSION
+from .base import HookedTask, cache_spec
 
 __all__ = ["CNN_COMPRESSORS", "CNN_HP", "CNN_KS", "CNNTask", "build_cnn", "build_cnn_task"]
 
@@ -52,7 +50,7 @@ def build_cnn(seed: int = 0) -> nn.Module:
 
 
 @dataclass
-class CNNTask:
+class CNNTask(HookedTask):
     """The CNN task (an :class:`~grass_rs.evaluation.tasks.base.EvalTask`): ground truth plus the
     full-data model and its data; gradients are captured per compressor through hooks.
 
@@ -74,53 +72,23 @@ class CNNTask:
     x_test: torch.Tensor
     y_test: torch.Tensor
     retrain_s: float
+    COMPRESSORS = CNN_COMPRESSORS
 
-    @property
-    def p(self) -> int:
-        """Parameter count of the model."""
-        return sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def fixed_s(self) -> float:
-        """Nothing is shared between rows (capture is part of each row's compression time)."""
-        return 0.0
-
-    @property
-    def compressors(self) -> tuple[str, ...]:
-        """GraSS, FactGraSS, LoGra and the dense Gaussian, per layer."""
-        return CNN_COMPRESSORS
-
-    def row_k(self, compressor: str, k: int) -> int:
-        """``k`` per layer."""
-        return int(k)
-
-    def compress(self, compressor: str, k: int, seed: int, *, repeats: int) -> tuple[Any, Any, float]:
-        """Per-layer compressed gradients (float64) of every training and test digit and the capture
-        time (forward, backward and compression with hooks; one timed run when ``repeats``)."""
-        if compressor not in CNN_COMPRESSORS:
-            raise InvalidArgumentError(
-                f"`compressor` must be one of {CNN_COMPRESSORS} for cnn, got {compressor!r}"
-            )
-        factory = make_compressor(compressor, k, seed=seed)
-        self._capture(factory, self.x_train[:64], self.y_train[:64])  # warm-up (compressor caches)
-        t0 = time.perf_counter()
-        tr = self._capture(factory, self.x_train, self.y_train)
-        te = self._capture(factory, self.x_test, self.y_test)
-        t = time.perf_counter() - t0
-        return tr, te, t if repeats > 0 else 0.0
-
-    def _capture(self, factory: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> dict[str, Any]:
+    def capture(self, factory: Any, split: str, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """Compressed per-sample gradients of the summed cross-entropy (batches of 256; every
+        trainable parameter is captured: ``strict=True``)."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        x, y = x[:limit], y[:limit]
         parts: list[dict[str, torch.Tensor]] = []
         with attach(self.model, factory, loss_reduction="sum", strict=True) as h:
-            for s in range(0, x.shape[0], batch):
-                loss = nn.functional.cross_entropy(
-                    self.model(x[s : s + batch]), y[s : s + batch], reduction="sum"
-                )
+            for s in range(0, x.shape[0], 256):
+                out = self.model(x[s : s + 256])
+                loss = nn.functional.cross_entropy(out, y[s : s + 256], reduction="sum")
                 torch.autograd.grad(loss, list(self.model.parameters()))
                 g = h.gradients()
                 assert isinstance(g, dict)
                 parts.append(g)
-        return {name: torch.cat([p[name] for p in parts]).double() for name in parts[0]}
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
 
 def build_cnn_task(
@@ -134,16 +102,7 @@ def build_cnn_task(
     """Trains (or loads) the ``M`` subset CNNs; ground truth = margins of the test digits."""
     x_tr, y_tr, x_te, y_te = load_classification("digits", n_train=_N_TRAIN, seed=seed)
     subsets = L.sample_subsets(x_tr.shape[0], n_models, alpha, seed=seed)
-    spec = {
-        "task": "cnn",
-        "version": STUDY_VERSION,
-        "n_train": int(x_tr.shape[0]),
-        "model_seed": seed,
-        "data_seed": seed,
-        "subset_seed": seed,
-        "alpha": alpha,
-        "hp": CNN_HP,
-    }
+    spec = cache_spec("cnn", n_train=int(x_tr.shape[0]), seed=seed, alpha=alpha, hp=CNN_HP)
     build = lambda: build_cnn(seed)  # noqa: E731
     t0 = time.perf_counter()
     outputs = L.ground_truth(

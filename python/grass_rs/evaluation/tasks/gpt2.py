@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...capture import FactGraSS, LoGra, attach
+from ...capture import attach
 from ...data.bundled import single_thread, stdlib_sequences
-from ...errors import InvalidArgumentError
 from .. import lds as L
-from .base import STUDY_VERSION
+from .base import HookedTask, cache_spec
 
 __all__ = ["LM_COMPRESSORS", "LM_HP", "LM_KS", "LM_MODELS", "LMTask", "build_lm_task", "seq_log_prob"]
 
@@ -76,7 +75,7 @@ def _train_lm(seed: int, ids: torch.Tensor, hp: dict[str, float]) -> nn.Module:
 
 
 @dataclass
-class LMTask:
+class LMTask(HookedTask):
     """The GPT-2 task (an :class:`~grass_rs.evaluation.tasks.base.EvalTask`): ground truth plus the
     full model and its data; gradients are captured per compressor."""
 
@@ -87,37 +86,22 @@ class LMTask:
     train_ids: torch.Tensor
     test_ids: torch.Tensor
     retrain_s: float
+    COMPRESSORS = LM_COMPRESSORS
 
-    @property
-    def p(self) -> int:
-        """Parameter count of the model."""
-        return sum(p.numel() for p in self.model.parameters())
+    def capture(self, factory: Any, split: str, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """Compressed per-sequence gradients of ``−log p(seq)`` (batches of 32)."""
+        ids = (self.train_ids if split == "train" else self.test_ids)[:limit]
+        parts: list[dict[str, torch.Tensor]] = []
+        with attach(self.model, factory, loss_reduction="sum") as h:
+            for s in range(0, ids.shape[0], 32):
+                torch.autograd.grad((-seq_log_prob(self.model, ids[s : s + 32])).sum(), self._params())
+                g = h.gradients()
+                assert isinstance(g, dict)
+                parts.append(g)
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
-    @property
-    def fixed_s(self) -> float:
-        """Nothing is shared between rows (the capture is part of each row's compression time)."""
-        return 0.0
-
-    @property
-    def compressors(self) -> tuple[str, ...]:
-        """LoGra and FactGraSS."""
-        return LM_COMPRESSORS
-
-    def row_k(self, compressor: str, k: int) -> int:
-        """``k`` per layer."""
-        return int(k)
-
-    def compress(self, compressor: str, k: int, seed: int, *, repeats: int) -> tuple[Any, Any, float]:
-        """Per-layer compressed gradients of every training and test sequence (float64) and the
-        capture time (forward, backward and compression with hooks; one timed run when ``repeats``)."""
-        if compressor not in LM_COMPRESSORS:
-            raise InvalidArgumentError(
-                f"`compressor` must be one of {LM_COMPRESSORS} for gpt2, got {compressor!r}"
-            )
-        factory = LoGra(k, seed=seed) if compressor == "logra" else FactGraSS(k, seed=seed)
-        tr, te, t = _lm_grads(self, factory)
-        as64 = lambda g: {n: v.double() for n, v in g.items()}  # noqa: E731
-        return as64(tr), as64(te), t if repeats > 0 else 0.0
+    def _params(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
 
 def build_lm_task(
@@ -136,16 +120,7 @@ def build_lm_task(
     subsets = L.sample_subsets(n_train, n_models, alpha, seed=seed)
     import sys
 
-    spec = {
-        "task": "gpt2",
-        "version": STUDY_VERSION,
-        "model_seed": seed,
-        "data_seed": seed,
-        "subset_seed": seed,
-        "alpha": alpha,
-        "hp": hp,
-        "python": sys.version_info[:2],
-    }
+    spec = cache_spec("gpt2", n_train=n_train, seed=seed, alpha=alpha, hp=hp, python=sys.version_info[:2])
     t0 = time.perf_counter()
     outputs = L.ground_truth(
         lambda idx, m: _train_lm(seed, tr[torch.as_tensor(idx)], hp),
@@ -157,25 +132,3 @@ def build_lm_task(
     )
     retrain_s = time.perf_counter() - t0
     return LMTask("gpt2", subsets, outputs, _train_lm(seed, tr, hp), tr, te, retrain_s)
-
-
-def _lm_grads(
-    task: LMTask, factory: Any, batch: int = 32
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-    """Compressed per-sequence gradients of ``−log p(seq)`` (train, test) and the capture time."""
-
-    def capture(ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts: list[dict[str, torch.Tensor]] = []
-        for s in range(0, ids.shape[0], batch):
-            task.model.zero_grad(set_to_none=True)
-            with attach(task.model, factory, loss_reduction="sum") as h:
-                (-seq_log_prob(task.model, ids[s : s + batch])).sum().backward()
-            g = h.gradients()
-            assert isinstance(g, dict)
-            parts.append(g)
-        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-
-    capture(task.train_ids[:batch])  # warm-up (builds the compressors' caches)
-    t0 = time.perf_counter()
-    tr, te = capture(task.train_ids), capture(task.test_ids)
-    return tr, te, time.perf_counter() - t0
