@@ -1,7 +1,9 @@
 """Benchmark: per-layer compression from factors (LoGra vs FactGraSS vs materialize-then-GraSS) and
 the cost of attaching each to forward+backward, on GPT-2-small-shaped Linear layers.
 
-Usage: ``python benches/python/bench_hooks.py [--batch 8] [--seq 512] [--repeats 3] [--threads N]``.
+Usage: ``python benches/python/bench_hooks.py [--batch 8] [--seq 512] [--repeats 3] [--threads N]
+[--whole-model] [--only-whole-model]``. ``--whole-model`` adds the cost of attaching FactGraSS / LoGra
+to every supported layer of small GPT-2s built from a config (``transformers``).
 Prints two tables and the ratios measured in this run. Configurations are timed round-robin
 (``--repeats`` rounds); in each round a configuration first runs untimed for ``--settle``
 milliseconds, because on this VM the first calls after switching from one workload to another are
@@ -108,6 +110,75 @@ def bench_train_step(batch: int, seq: int, repeats: int) -> dict[str, list[float
     return times
 
 
+# Whole-model capture: (label, n_embd, n_layer, batch, seq, k per layer).
+GPT2_CONFIGS = [
+    ("d=128, 2 layers, 8x128 tokens", 128, 2, 8, 128, 256),
+    ("d=512, 2 layers, 8x128 tokens", 512, 2, 8, 128, 1024),
+    ("d=768, 2 layers, 8x256 tokens", 768, 2, 8, 256, 4096),
+]
+
+
+def bench_whole_model(repeats: int) -> list[tuple[str, dict[str, list[float]], int]]:
+    """Seconds per forward+backward of a GPT-2 built from a config, plain and with FactGraSS / LoGra
+    attached to every supported layer (Linear, Conv1D, Embedding, LayerNorm)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    results = []
+    for label, d, n_layer, batch, seq, k in GPT2_CONFIGS:
+        cfg = GPT2Config(
+            n_embd=d,
+            n_layer=n_layer,
+            n_head=max(1, d // 64),
+            n_positions=seq,
+            vocab_size=8192,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        torch.manual_seed(0)
+        base = GPT2LMHeadModel(cfg).eval()
+        ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+        models: dict[str, nn.Module] = {"plain": base}
+        handles = []
+        for name, factory in (("FactGraSS", grass_rs.FactGraSS(k)), ("LoGra", grass_rs.LoGra(k))):
+            m = GPT2LMHeadModel(cfg).eval()
+            m.load_state_dict(base.state_dict())
+            handles.append(grass_rs.attach(m, factory, loss_reduction="mean"))
+            models[name] = m
+
+        def step(model: nn.Module, ids: torch.Tensor = ids) -> None:
+            model.zero_grad(set_to_none=True)
+            model(ids, labels=ids).loss.backward()
+
+        times = interleaved_times(
+            {n: functools.partial(step, m) for n, m in models.items()}, repeats, inner=3
+        )
+        n_layers = len(handles[0].gradients())
+        for h in handles:
+            h.remove()
+        results.append((f"{label}, k={k}", times, n_layers))
+    return results
+
+
+def print_whole_model(results: list[tuple[str, dict[str, list[float]], int]]) -> None:
+    print("\nwhole-model capture: GPT-2 from a config, compressor attached to every supported layer")
+    print(f"| {'model':<44} | {'layers':>6} | {'plain ms':>9} | {'FactGraSS':>17} | {'LoGra':>17} |")
+    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 11}|{'-' * 19}|{'-' * 19}|")
+    for label, times, n_layers in results:
+        med = {n: statistics.median(ts) for n, ts in times.items()}
+        best = {n: min(ts) for n, ts in times.items()}
+        cells = [
+            f"{100 * (med[n] / med['plain'] - 1):+.0f}% ({100 * (best[n] / best['plain'] - 1):+.0f}%)"
+            for n in ("FactGraSS", "LoGra")
+        ]
+        print(
+            f"| {label:<44} | {n_layers:>6} | {med['plain'] * 1e3:>9.1f} | {cells[0]:>17} | {cells[1]:>17} |"
+        )
+    print("overhead over plain forward+backward: median of interleaved steps (best of steps)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch", type=int, default=8)
@@ -126,6 +197,8 @@ def main() -> None:
         help="torch intra-op threads (0 = torch default); on a loaded shared machine 1 avoids waiting "
         "for a descheduled worker thread at every parallel op",
     )
+    ap.add_argument("--whole-model", action="store_true", help="add the whole-model GPT-2 rows")
+    ap.add_argument("--only-whole-model", action="store_true", help="only the whole-model GPT-2 rows")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,6 +206,9 @@ def main() -> None:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, T {args.seq}")
     print(f"load average before: {load} (on {os.cpu_count()} CPUs; timings are noisy on a shared machine)")
+    if args.only_whole_model:
+        print_whole_model(bench_whole_model(max(args.repeats, 5)))
+        return
 
     comp = bench_compress(args.batch, args.seq, args.repeats, args.settle / 1e3)
     print(
@@ -165,6 +241,8 @@ def main() -> None:
     )
     print(f"FactGraSS speed-up over materialize + GraSS: {med[2] / med[1]:.1f}x median")
     print(f"attaching FactGraSS: {overhead:+.1f}% over plain forward+backward (target <= +25%)")
+    if args.whole_model:
+        print_whole_model(bench_whole_model(max(args.repeats, 5)))
 
 
 if __name__ == "__main__":

@@ -89,9 +89,42 @@ impl Buckets {
     }
 
     /// Writes the entries of columns `j0 ..` into `out` (`c` per column, in column order).
+    ///
+    /// Entry `i` of `out` hashes counter `j0·c + i`; the repeat's row block depends only on
+    /// `i mod c`. With AVX-512 (F + DQ) and `c` dividing 8, eight entries are hashed per vector
+    /// (the same integer arithmetic, so the same entries); otherwise one at a time without
+    /// divisions.
     pub(crate) fn fill_entries(&self, j0: usize, out: &mut [u32]) {
-        for (i, e) in out.iter_mut().enumerate() {
-            *e = self.entry(j0 + i / self.c, i % self.c);
+        let (k, c) = (self.out_dim as u64, self.c as u64);
+        let base = j0 as u64 * c;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if 8 % c == 0
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                let lo: [u64; 8] = std::array::from_fn(|l| (l as u64 % c) * k / c);
+                let span: [u64; 8] = std::array::from_fn(|l| (l as u64 % c + 1) * k / c - lo[l]);
+                // SAFETY: AVX-512F and AVX-512DQ are available (checked just above).
+                let done = unsafe { fill_avx512(self.key, base, &lo, &span, out) };
+                for (i, e) in out.iter_mut().enumerate().skip(done) {
+                    let h = hash(self.key, base + i as u64);
+                    let l = i % 8;
+                    *e = (lo[l] + below(h, span[l])) as u32 | ((h as u32 & 1) << 31);
+                }
+                return;
+            }
+        }
+        let blocks: Vec<(u64, u64)> = (0..c)
+            .map(|r| (r * k / c, (r + 1) * k / c - r * k / c))
+            .collect();
+        let mut n = base;
+        for col in out.chunks_mut(self.c) {
+            for (e, &(lo, span)) in col.iter_mut().zip(&blocks) {
+                let h = hash(self.key, n);
+                *e = (lo + below(h, span)) as u32 | ((h as u32 & 1) << 31);
+                n += 1;
+            }
         }
     }
 
@@ -119,5 +152,110 @@ impl Buckets {
         (0..self.c)
             .map(move |r| self.entry(j, r))
             .map(|e| ((e & !SIGN_BIT) as usize, e & SIGN_BIT != 0))
+    }
+}
+
+/// Entries `out[i] = lo[i mod 8] + below(h, span[i mod 8]) | sign` with
+/// `h = hash(key, base + i)`, eight at a time; returns how many were written (a multiple of 8).
+///
+/// `below(h, m)` for `m < 2³²` is computed exactly from 32-bit halves:
+/// `(h·m) >> 64 = ((h >> 32)·m + ((h mod 2³²)·m >> 32)) >> 32`.
+///
+/// # Safety
+/// AVX-512F and AVX-512DQ must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn fill_avx512(
+    key: u64,
+    base: u64,
+    lo: &[u64; 8],
+    span: &[u64; 8],
+    out: &mut [u32],
+) -> usize {
+    use crate::hash::GOLDEN;
+    use std::arch::x86_64::{
+        __m256i, _mm256_storeu_si256, _mm512_add_epi64, _mm512_and_si512, _mm512_cvtepi64_epi32,
+        _mm512_loadu_si512, _mm512_mul_epu32, _mm512_mullo_epi64, _mm512_or_si512,
+        _mm512_set1_epi64, _mm512_slli_epi64, _mm512_srli_epi64, _mm512_xor_si512,
+    };
+    let full = out.len() - out.len() % 8;
+    // SAFETY: `lo` and `span` are 8 u64 each (64 bytes, unaligned loads).
+    let (lo, span) = unsafe {
+        (
+            _mm512_loadu_si512(lo.as_ptr().cast()),
+            _mm512_loadu_si512(span.as_ptr().cast()),
+        )
+    };
+    let lane: [u64; 8] = std::array::from_fn(|l| (l as u64).wrapping_mul(GOLDEN));
+    // SAFETY: as above.
+    let lane = unsafe { _mm512_loadu_si512(lane.as_ptr().cast()) };
+    let step = _mm512_set1_epi64(8u64.wrapping_mul(GOLDEN) as i64);
+    let (c1, c2) = (
+        _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64),
+        _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64),
+    );
+    let one = _mm512_set1_epi64(1);
+    // z = key + (base + 1 + i)·GOLDEN for the 8 lanes of the current group.
+    let start = key.wrapping_add(base.wrapping_add(1).wrapping_mul(GOLDEN));
+    let mut z0 = _mm512_add_epi64(_mm512_set1_epi64(start as i64), lane);
+    for i in (0..full).step_by(8) {
+        let mut z = z0;
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64::<30>(z)), c1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64::<27>(z)), c2);
+        z = _mm512_xor_si512(z, _mm512_srli_epi64::<31>(z));
+        let hi = _mm512_mul_epu32(_mm512_srli_epi64::<32>(z), span);
+        let lo_part = _mm512_srli_epi64::<32>(_mm512_mul_epu32(z, span));
+        let q = _mm512_srli_epi64::<32>(_mm512_add_epi64(hi, lo_part));
+        let sign = _mm512_slli_epi64::<31>(_mm512_and_si512(z, one));
+        let e = _mm512_or_si512(_mm512_add_epi64(lo, q), sign);
+        // SAFETY: `i + 8 ≤ full ≤ out.len()`: 8 u32 (32 bytes) are in bounds.
+        // `storeu` has no alignment requirement, so the cast to `__m256i` is fine.
+        #[allow(clippy::cast_ptr_alignment)]
+        unsafe {
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(i).cast::<__m256i>(),
+                _mm512_cvtepi64_epi32(e),
+            );
+        }
+        z0 = _mm512_add_epi64(z0, step);
+    }
+    full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filled_entries_match_the_definition() {
+        for (in_dim, k, c) in [
+            (1usize, 1usize, 1usize),
+            (37, 5, 1),
+            (100, 64, 2),
+            (999, 2048, 4),
+            (1000, 2047, 8),
+            (513, 77, 3),
+            (300, 10, 5),
+            (50, 1 << 30, 4),
+        ] {
+            let b = Buckets {
+                in_dim,
+                out_dim: k,
+                c,
+                key: 0x1234_5678_9ABC_DEF0,
+                table: None,
+            };
+            for j0 in [0usize, 1, 7, in_dim / 2]
+                .into_iter()
+                .filter(|&j0| j0 < in_dim)
+            {
+                let n = in_dim - j0;
+                let mut out = vec![0u32; n * c];
+                b.fill_entries(j0, &mut out);
+                for (i, &e) in out.iter().enumerate() {
+                    assert_eq!(e, b.entry(j0 + i / c, i % c), "{in_dim} {k} {c} {j0} {i}");
+                }
+            }
+        }
     }
 }

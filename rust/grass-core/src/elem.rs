@@ -150,6 +150,12 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
     fn transpose_block(_src: &[&[Self]; LANES], _j0: usize, _xt: &mut [Lanes<A>]) -> bool {
         false
     }
+
+    /// Optional fast path: `out[j] = ±x[j]`, negated where bit `j mod 64` of `signs[j / 64]` is
+    /// set (a vectorized sign flip). Returns `false` when not provided.
+    fn flip_signs(_signs: &[u64], _x: &[Self], _out: &mut [A]) -> bool {
+        false
+    }
 }
 
 impl Load<f32> for f32 {
@@ -160,6 +166,11 @@ impl Load<f32> for f32 {
 
     fn transpose_block(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
         crate::simd::transpose_f32(src, j0, xt)
+    }
+
+    #[inline(always)]
+    fn flip_signs(signs: &[u64], x: &[f32], out: &mut [f32]) -> bool {
+        crate::simd::flip_signs_f32(signs, x, out)
     }
 }
 impl Load<f32> for f16 {

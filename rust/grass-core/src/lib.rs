@@ -28,6 +28,7 @@ pub mod cuda;
 pub mod dense;
 pub mod elem;
 pub mod error;
+mod fwht;
 pub mod gauss;
 pub mod grass;
 pub mod hash;

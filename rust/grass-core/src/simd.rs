@@ -107,6 +107,54 @@ unsafe fn block8(src: &[&[f32]; LANES], half: usize, col: usize, xt: &mut [Lanes
     }
 }
 
+/// `out[j] = ±x[j]`, negated where bit `j mod 64` of `signs[j / 64]` is set, 16 at a time with
+/// AVX-512 masks. Returns `false` (and writes nothing) when the CPU lacks AVX-512F.
+#[inline(always)]
+pub(crate) fn flip_signs_f32(signs: &[u64], x: &[f32], out: &mut [f32]) -> bool {
+    let n = x.len();
+    assert!(
+        out.len() >= n && signs.len() * 64 >= n,
+        "sign flip buffers too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is available (checked); `out` and `signs` cover `x` (asserted).
+            unsafe { flip_signs_avx512(signs, x, out) };
+            return true;
+        }
+    }
+    false
+}
+
+/// # Safety
+/// AVX-512F must be available, `out.len() ≥ x.len()` and `64 · signs.len() ≥ x.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn flip_signs_avx512(signs: &[u64], x: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm512_castps_si512, _mm512_castsi512_ps, _mm512_loadu_ps, _mm512_mask_xor_epi32,
+        _mm512_set1_epi32, _mm512_storeu_ps,
+    };
+    let n = x.len();
+    let full = n - n % 16;
+    let sign = _mm512_set1_epi32(i32::MIN);
+    for j in (0..full).step_by(16) {
+        let mask = (signs[j / 64] >> (j % 64)) as u16;
+        // SAFETY: `j + 16 ≤ n ≤ out.len()`, so both 16-lane accesses are in bounds.
+        unsafe {
+            let v = _mm512_castps_si512(_mm512_loadu_ps(x.as_ptr().add(j)));
+            let v = _mm512_castsi512_ps(_mm512_mask_xor_epi32(v, mask, v, sign));
+            _mm512_storeu_ps(out.as_mut_ptr().add(j), v);
+        }
+    }
+    for j in full..n {
+        let neg = signs[j / 64] >> (j % 64) & 1 == 1;
+        out[j] = f32::from_bits(x[j].to_bits() ^ (u32::from(neg) << 31));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,7 @@ use crate::parallel;
 use crate::projection::Projection;
 use rayon::prelude::*;
 
-/// Butterfly stages with span below this many elements run block by block (in cache).
-const FWHT_BLOCK: usize = 2048;
+pub use crate::fwht::fwht;
 
 /// A seeded SRHT from `in_dim` to `out_dim`.
 #[derive(Debug, Clone)]
@@ -132,135 +131,130 @@ impl Projection for Srht {
     fn project_batch<T: Load<A>, A: Accum>(
         &self,
         x: &[T],
-        _batch: usize,
+        batch: usize,
         out: &mut [A],
     ) -> Result<()> {
         let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
         let stop = Stop::current();
         let scale: A = self.scale();
+        // One scratch buffer per task of a few samples (rayon may call a `for_each_init` init
+        // once per sample, and a fresh buffer of `n` values is mapped and faulted in each time).
+        let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
         parallel::install(|| {
-            out.par_chunks_mut(k)
-                .zip(x.par_chunks(p))
-                .try_for_each_init(
-                    || alloc::vec_of(n, A::ZERO, "SRHT padded values"),
-                    |buf, (o, xs)| {
+            out.par_chunks_mut(k * per_task)
+                .zip(x.par_chunks(p * per_task))
+                .try_for_each(|(o, xs)| {
+                    let mut buf = alloc::vec_of(n, A::ZERO, "SRHT padded values")?;
+                    for (o, xs) in o.chunks_exact_mut(k).zip(xs.chunks_exact(p)) {
                         stop.check()?;
-                        let buf = buf.as_mut().map_err(|e| e.clone())?;
-                        for (j, (b, &v)) in buf.iter_mut().zip(xs).enumerate() {
-                            *b = v.load().flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
-                        }
-                        buf[p..].fill(A::ZERO);
-                        fwht(buf);
-                        for (dst, &r) in o.iter_mut().zip(&self.rows) {
-                            *dst = buf[r] * scale;
-                        }
-                        Ok(())
-                    },
-                )
+                        project_sample(&self.signs, &self.rows, scale, xs, &mut buf, o);
+                    }
+                    Ok(())
+                })
         })
     }
 
     /// The adjoint `Pᵀ = (1/√k) · D · H · Sᵀ` (truncated to the first `in_dim` coordinates).
-    fn transpose_batch<A: Accum>(&self, y: &[A], _batch: usize, out: &mut [A]) -> Result<()> {
+    fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
         let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
         let stop = Stop::current();
         let scale: A = self.scale();
+        let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
         parallel::install(|| {
-            out.par_chunks_mut(p)
-                .zip(y.par_chunks(k))
-                .try_for_each_init(
-                    || alloc::vec_of(n, A::ZERO, "SRHT padded values"),
-                    |buf, (o, ys)| {
+            out.par_chunks_mut(p * per_task)
+                .zip(y.par_chunks(k * per_task))
+                .try_for_each(|(o, ys)| {
+                    let mut buf = alloc::vec_of(n, A::ZERO, "SRHT padded values")?;
+                    for (o, ys) in o.chunks_exact_mut(p).zip(ys.chunks_exact(k)) {
                         stop.check()?;
-                        let buf = buf.as_mut().map_err(|e| e.clone())?;
                         buf.fill(A::ZERO);
                         for (&v, &r) in ys.iter().zip(&self.rows) {
                             buf[r] = v;
                         }
-                        fwht(buf);
+                        fwht(&mut buf);
                         for (j, (dst, &b)) in o.iter_mut().zip(buf.iter()).enumerate() {
                             *dst = (b * scale).flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
                         }
-                        Ok(())
-                    },
-                )
+                    }
+                    Ok(())
+                })
         })
     }
 }
 
-/// In-place unnormalized fast Walsh–Hadamard transform: `x ← H x` (`x.len()` a power of two).
-///
-/// Radix-4 butterflies (two radix-2 stages per pass over the data, one radix-2 stage when the
-/// number of stages is odd); the stages with span below `FWHT_BLOCK` (2048) run block by block so that
-/// they stay in cache, the rest pass over the whole buffer.
-pub fn fwht<A: Accum>(x: &mut [A]) {
-    let n = x.len();
-    debug_assert!(n.is_power_of_two());
-    let block = FWHT_BLOCK.min(n);
-    for blk in x.chunks_exact_mut(block) {
-        stages(blk, 1, block);
-    }
-    stages(x, block, n);
-}
-
-/// Runs the butterfly stages of spans `h0, 2·h0, …` below `end` over `x`.
-#[inline]
-fn stages<A: Accum>(x: &mut [A], h0: usize, end: usize) {
-    let mut h = h0;
-    while 4 * h <= end {
-        radix4(x, h);
-        h *= 4;
-    }
-    if h < end {
-        radix2(x, h);
-    }
-}
-
-#[inline(always)]
-fn add<A: Accum>(a: A, b: A) -> A {
-    let mut s = a;
-    s += b;
-    s
-}
-
-#[inline(always)]
-fn sub<A: Accum>(a: A, b: A) -> A {
-    add(a, b.flip(true))
-}
-
-/// One stage of butterflies of span `h`: `(u, v) ← (u + v, u − v)` for every pair `h` apart.
-#[inline]
-fn radix2<A: Accum>(x: &mut [A], h: usize) {
-    for chunk in x.chunks_exact_mut(2 * h) {
-        let (lo, hi) = chunk.split_at_mut(h);
-        for (u, v) in lo.iter_mut().zip(hi.iter_mut()) {
-            let (a, b) = (*u, *v);
-            *u = add(a, b);
-            *v = sub(a, b);
+/// One sample: signs, transform, kept rows (compiled for AVX-512 when the CPU has it).
+fn project_sample<T: Load<A>, A: Accum>(
+    signs: &[u64],
+    rows: &[usize],
+    scale: A,
+    x: &[T],
+    buf: &mut [A],
+    out: &mut [A],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { project_sample_avx512(signs, rows, scale, x, buf, out) };
         }
     }
+    project_sample_impl(signs, rows, scale, x, buf, out, false);
 }
 
-/// The stages of spans `h` and `2h` fused: on quarters `(a, b, c, d)` of each `4h` chunk,
-/// `(a, b, c, d) ← (a+b+c+d, a−b+c−d, a+b−c−d, a−b−c+d)`.
-#[inline]
-fn radix4<A: Accum>(x: &mut [A], h: usize) {
-    for chunk in x.chunks_exact_mut(4 * h) {
-        let (ab, cd) = chunk.split_at_mut(2 * h);
-        let (qa, qb) = ab.split_at_mut(h);
-        let (qc, qd) = cd.split_at_mut(h);
-        for (((a, b), c), d) in qa
-            .iter_mut()
-            .zip(qb.iter_mut())
-            .zip(qc.iter_mut())
-            .zip(qd.iter_mut())
-        {
-            let (s0, s1) = (add(*a, *b), sub(*a, *b));
-            let (s2, s3) = (add(*c, *d), sub(*c, *d));
-            *a = add(s0, s2);
-            *b = add(s1, s3);
-            *c = sub(s0, s2);
-            *d = sub(s1, s3);
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn project_sample_avx512<T: Load<A>, A: Accum>(
+    signs: &[u64],
+    rows: &[usize],
+    scale: A,
+    x: &[T],
+    buf: &mut [A],
+    out: &mut [A],
+) {
+    project_sample_impl(signs, rows, scale, x, buf, out, true);
+}
+
+#[inline(always)]
+fn project_sample_impl<T: Load<A>, A: Accum>(
+    signs: &[u64],
+    rows: &[usize],
+    scale: A,
+    x: &[T],
+    buf: &mut [A],
+    out: &mut [A],
+    avx512: bool,
+) {
+    // Signs and the in-block stages one block at a time (the block stays in L1), then the
+    // large spans; a block of padding stays +0 through its stages, so it is only zeroed.
+    let p = x.len();
+    let block = crate::fwht::FWHT_BLOCK.min(buf.len());
+    for (i, blk) in buf.chunks_exact_mut(block).enumerate() {
+        let j0 = i * block;
+        if j0 >= p {
+            blk.fill(A::ZERO);
+            continue;
+        }
+        let m = block.min(p - j0);
+        apply_signs(&signs[j0 / 64..], &x[j0..j0 + m], &mut blk[..m]);
+        blk[m..].fill(A::ZERO);
+        crate::fwht::block_stages(blk, avx512);
+    }
+    crate::fwht::large_stages(buf);
+    for (dst, &r) in out.iter_mut().zip(rows) {
+        *dst = buf[r] * scale;
+    }
+}
+
+/// `buf[j] = ±x[j]` with the sign bits of `D` (`signs` starts at the word of `x[0]`, which
+/// starts a word).
+#[inline(always)]
+fn apply_signs<T: Load<A>, A: Accum>(signs: &[u64], x: &[T], buf: &mut [A]) {
+    if T::flip_signs(signs, x, buf) {
+        return;
+    }
+    for ((b, xs), &word) in buf.chunks_mut(64).zip(x.chunks(64)).zip(signs) {
+        for (bit, (d, &v)) in b.iter_mut().zip(xs).enumerate() {
+            *d = v.load().flip(word >> bit & 1 == 1);
         }
     }
 }
