@@ -50,13 +50,15 @@ def child(threads: int) -> None:
         torch_after.append(time.perf_counter() - t)
     med = statistics.median
     print(
-        f"{med(alone) * 1e3:.2f} {med(after) * 1e3:.2f} {med(torch_alone) * 1e3:.3f} {med(torch_after) * 1e3:.3f}"
+        f"{med(alone) * 1e3:.2f} {med(after) * 1e3:.2f} "
+        f"{med(torch_alone) * 1e3:.3f} {med(torch_after) * 1e3:.3f}"
     )
 
 
 def main() -> None:
     print(
-        "| OMP_WAIT_POLICY | grass-rs threads | SJLT alone ms | SJLT after a@a ms | a@a alone ms | a@a after SJLT ms |"
+        "| OMP_WAIT_POLICY | grass-rs threads | SJLT alone ms | SJLT after a@a ms "
+        "| a@a alone ms | a@a after SJLT ms |"
     )
     print("|---|---|---|---|---|---|")
     for policy in ("(default)", "PASSIVE"):

@@ -77,3 +77,25 @@ def test_clear_errors(tmp_path: Path, tok) -> None:  # type: ignore[no-untyped-d
         hfdata.load_corpus(p, tok, text_field="body", max_length=1)
     with pytest.raises(grass_rs.InvalidArgumentError, match="pip install"):
         hfdata.require("surely_not_a_module_grass_rs")
+
+
+def test_long_prompts_are_cut_from_the_left_and_empty_completions_skipped(tok) -> None:  # type: ignore[no-untyped-def]
+    prompt = " ".join(hfmodels.texts(3, seed=9, lo=10, hi=12))  # ≥ 30 tokens
+    rows = [
+        {"prompt": prompt, "completion": "the cat sees a dog"},
+        {"prompt": "a bird", "completion": ""},
+        {"prompt": "", "completion": "runs"},  # one token, nothing before it: no loss
+        {"prompt": prompt, "completion": " ".join(["red"] * 20)},  # longer than max_length itself
+    ]
+    c = hfdata.tokenize_records(rows, tok, max_length=10)
+    comp = tok("the cat sees a dog", add_special_tokens=False)["input_ids"]
+    p_ids = tok(prompt)["input_ids"]
+    assert c.examples == [0, 3] and c.skipped == [1, 2] and len(c) == 2
+    assert c.input_ids[0] == p_ids[-5:] + comp and c.labels[0] == [-100] * 5 + comp
+    # the completion alone is too long: one prompt token, then the completion's first 9 tokens
+    assert c.input_ids[1] == p_ids[-1:] + [tok.convert_tokens_to_ids("red")] * 9
+    assert hfdata.truncate_pair([7, 2, 3, 4], [5, 6], 4, bos=7) == ([7, 4], [5, 6])  # BOS kept
+    with pytest.raises(grass_rs.InvalidArgumentError, match="example 1 has no token"):
+        hfdata.tokenize_records(rows, tok, max_length=10, skip_empty=False)
+    with pytest.raises(grass_rs.InvalidArgumentError, match="none of the 1 examples"):
+        hfdata.tokenize_records(rows[1:2], tok, max_length=10)

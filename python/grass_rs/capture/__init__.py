@@ -17,6 +17,7 @@ from .compressors import (
 )
 from .coverage import Coverage, CoverageWarning
 from .hooks import GradientHandle, Selector, attach, select_layers
+from .per_layer import PerLayer, parse_layer_k, per_layer_k
 from .sources import (
     BACKENDS,
     FuncGradients,
@@ -40,6 +41,7 @@ __all__ = [
     "HookGradients",
     "LayerCompressor",
     "LoGra",
+    "PerLayer",
     "PerLayerProjectors",
     "Selector",
     "attach",
@@ -48,6 +50,8 @@ __all__ = [
     "layers",
     "linear_layers",
     "make_source",
+    "parse_layer_k",
+    "per_layer_k",
     "select_layers",
     "state_fingerprint",
 ]

@@ -115,7 +115,12 @@ class FuncGradients:
                 self.projectors[name] = factory(name, sum(params[p].numel() for p in pnames))
 
     def __call__(self, inputs: Any, targets: Any) -> dict[str, torch.Tensor]:
-        raw = self._raw(inputs, targets)
+        try:
+            raw = self._raw(inputs, targets)
+        except RuntimeError as e:
+            if "vmap" not in str(e):
+                raise
+            raise InvalidArgumentError(_vmap_hint(self.model, e)) from e
         if not self.projectors:
             return {name: g.float() for name, g in raw.items()}
         return {name: torch.as_tensor(self.projectors[name](g.float())) for name, g in raw.items()}
@@ -145,6 +150,26 @@ class FuncGradients:
             "compressor": repr(self.factory),
             "projectors": {name: repr(p) for name, p in self.projectors.items()},
         }
+
+
+def _vmap_hint(model: torch.nn.Module, error: RuntimeError) -> str:
+    """What to do when ``vmap(grad(...))`` cannot trace the model (data-dependent control flow)."""
+    first = str(error).split(". ")[0]
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", None) if config is not None else None
+    if attn is not None and attn != "eager":
+        return (
+            f"backend='func' (torch.func.vmap) cannot run this Hugging Face model's {attn!r} attention: its "
+            "mask code branches on tensor values, which vmap does not support. Load the model with "
+            'attn_implementation="eager" (e.g. AutoModelForCausalLM.from_pretrained(path, '
+            'attn_implementation="eager"), or set model.config._attn_implementation = "eager"), or use '
+            f"backend='hooks' (the default). (torch: {first})"
+        )
+    return (
+        "backend='func' (torch.func.vmap) cannot trace this model: its forward calls .item() or branches "
+        "on tensor values. Use backend='hooks' (the default), or make the forward vmap-friendly. "
+        f"(torch: {first})"
+    )
 
 
 class _Functional:

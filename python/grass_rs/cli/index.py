@@ -3,6 +3,8 @@
 ::
 
     grass-rs build runs/idx --model ./my-model --dataset train.jsonl --k 256 --nproc 2
+    grass-rs build runs/idx --model ./my-model --dataset train.jsonl --k 256 --layer-k '*.mlp.*=1024'
+    torchrun --nproc_per_node 2 -m grass_rs build runs/idx --model ./my-model --dataset train.jsonl
     grass-rs query runs/idx --queries questions.jsonl --top 10 --format html
 """
 
@@ -31,6 +33,9 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--batch-size", type=int, default=8, help="examples per batch, batched by length (8)")
     b.add_argument("--compressor", default="factgrass", help="factgrass (default), logra, grass, sjlt, ...")
     b.add_argument("--k", type=int, default=256, help="compressed dimension per layer (default 256)")
+    b.add_argument("--layer-k", action="append", default=None, metavar="PATTERN=K",
+                   help="k for the layers whose module name matches an fnmatch PATTERN (repeatable; "
+                   "first match wins), e.g. --layer-k '*.mlp.*=1024'")  # fmt: skip
     b.add_argument("--layers", nargs="+", default=None, help="module names (default: every covered layer)")
     b.add_argument("--seed", type=int, default=0, help="compressor seed")
     b.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
@@ -61,24 +66,37 @@ def add_parsers(sub: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from ..capture.per_layer import parse_layer_k
     from ..index.build import BuildConfig, build
 
     cfg = BuildConfig(
         index=args.index, model=args.model, dataset=args.dataset, split=args.split,
         text_field=args.text_field, prompt_field=args.prompt_field, completion_field=args.completion_field,
         max_length=args.max_length, batch_size=args.batch_size, compressor=args.compressor, k=args.k,
-        layers=args.layers, seed=args.seed, dtype=args.dtype, damping=args.damping, device=args.device,
+        layer_k=parse_layer_k(args.layer_k) or None, layers=args.layers, seed=args.seed, dtype=args.dtype,
+        damping=args.damping, device=args.device,
         padding_side=args.padding_side, limit=args.limit, nproc=args.nproc,
         progress=False if args.no_progress else None,
     )  # fmt: skip
     path = build(cfg)
     from ..index.core import Index
 
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return 0
     idx = Index.open(path)
+    ks = sorted(set(idx.layers.values()))
     print(
         f"index {path}: {idx.rows} examples, {len(idx.layers)} layers, "
-        f"Σk = {idx.vectors.dim}, {idx.meta['dtype']}"
+        f"k = {'/'.join(map(str, ks))}, Σk = {idx.vectors.dim}, {idx.meta['dtype']}"
     )
+    skipped = int(idx.meta.get("skipped") or 0)
+    if skipped:
+        first = ", ".join(map(str, idx.meta.get("skipped_examples", [])[:10]))
+        print(
+            f"skipped {skipped} example(s) with no loss token after truncation to --max-length "
+            f"{idx.meta['settings'].get('max_length')} (empty completions or one-token texts; "
+            f"data rows {first}{'…' if skipped > 10 else ''})"
+        )
     return 0
 
 

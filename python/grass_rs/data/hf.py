@@ -10,7 +10,11 @@
 Sources: a JSONL/JSON, CSV or Parquet file, a folder written by ``Dataset.save_to_disk``, or a hub
 name (needs a network). Text: one ``text_field`` (loss on every token) or a ``prompt_field`` +
 ``completion_field`` pair (loss on the completion only: prompt labels are −100). Sequences are cut
-to ``max_length`` tokens. ``datasets`` is imported only when a file is loaded.
+to ``max_length`` tokens: a text from the right; a prompt/completion pair by cutting the **prompt from
+the left** first (a leading BOS is kept), so the completion keeps its tokens, then the completion from
+the right. Examples left with no loss token (an empty completion, a one-token text) are skipped and
+listed in ``Corpus.skipped`` (``Corpus.examples`` maps rows back to the data's rows). ``datasets`` is
+imported only when a file is loaded.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ import torch
 
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["Corpus", "length_batches", "load_corpus", "load_records", "require", "tokenizer_fingerprint"]
+__all__ = [
+    "Corpus",
+    "length_batches",
+    "load_corpus",
+    "load_records",
+    "require",
+    "tokenizer_fingerprint",
+    "truncate_pair",
+]
 
 IGNORE_INDEX = -100
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -108,6 +120,10 @@ class Corpus:
     texts: list[str]
     pad_id: int
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the data's row of each example (rows with no loss token are skipped)
+    examples: list[int] = field(default_factory=list)
+    #: the data's rows that were skipped: no loss token left after truncation
+    skipped: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -179,11 +195,16 @@ def tokenize_records(
     completion_field: str | None = None,
     max_length: int = 512,
     limit: int | None = None,
+    skip_empty: bool = True,
 ) -> Corpus:
     """Tokenizes a ``datasets.Dataset`` (or a list of dicts) into a :class:`Corpus`.
 
+    ``skip_empty``: skip (and list in ``Corpus.skipped``) examples with no loss token after
+    truncation; ``False`` raises instead (queries: a query without loss tokens has no gradient).
+
     Raises:
-        InvalidArgumentError: missing fields, ``max_length < 2``, non-string values, an empty corpus.
+        InvalidArgumentError: missing fields, ``max_length < 2``, non-string values, an empty corpus,
+            (``skip_empty=False``) an example without loss tokens.
     """
     if max_length < 2:
         raise InvalidArgumentError(
@@ -198,6 +219,9 @@ def tokenize_records(
     ids_all: list[list[int]] = []
     labels_all: list[list[int]] = []
     texts: list[str] = []
+    examples: list[int] = []
+    skipped: list[int] = []
+    bos = getattr(tokenizer, "bos_token_id", None)
     for i in range(n):
         rec = records[i]
         if text_field is not None:
@@ -212,21 +236,51 @@ def tokenize_records(
                 raise ArgumentTypeError(f"row {i}: prompt and completion must be text")
             p_ids = list(tokenizer(prompt)["input_ids"])
             c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-            ids = (p_ids + c_ids)[:max_length]
-            labels = ([IGNORE_INDEX] * len(p_ids) + c_ids)[:max_length]
+            p_ids, c_ids = truncate_pair(p_ids, c_ids, max_length, bos)
+            ids = p_ids + c_ids
+            labels = [IGNORE_INDEX] * len(p_ids) + c_ids
             text = f"{prompt}\u2502{completion}"
-        if not ids:
-            ids, labels = [pad], [IGNORE_INDEX]
+        if not any(lab != IGNORE_INDEX for lab in labels[1:]):  # the first token is never predicted
+            if not skip_empty:
+                raise InvalidArgumentError(
+                    f"example {i} has no token to put a loss on (an empty completion or a one-token text, "
+                    f"after truncation to max_length={max_length}): {text[:80]!r}"
+                )
+            skipped.append(i)
+            continue
         ids_all.append(ids)
         labels_all.append(labels)
         texts.append(text)
+        examples.append(i)
+    if not ids_all:
+        raise InvalidArgumentError(
+            f"none of the {n} examples has a token to put a loss on (empty completions or one-token texts)"
+        )
     meta = {
         "text_field": text_field,
         "prompt_field": prompt_field,
         "completion_field": completion_field,
         "max_length": max_length,
     }
-    return Corpus(ids_all, labels_all, texts, int(pad if pad is not None else 0), meta)
+    return Corpus(ids_all, labels_all, texts, int(pad if pad is not None else 0), meta, examples, skipped)
+
+
+def truncate_pair(
+    prompt: list[int], completion: list[int], max_length: int, bos: int | None = None
+) -> tuple[list[int], list[int]]:
+    """Cuts a tokenized prompt/completion pair to ``max_length`` tokens keeping the completion: the
+    prompt loses tokens from the **left** first (a leading ``bos`` stays), then the completion from the
+    right; one prompt token is kept when there is one, so the first completion token is predicted."""
+    if len(prompt) + len(completion) <= max_length:
+        return prompt, completion
+    keep_bos = bool(prompt) and bos is not None and prompt[0] == bos
+    head = prompt[:1] if keep_bos else []
+    body = prompt[1:] if keep_bos else prompt
+    # the completion gets all it can, leaving one prompt token (BOS or the prompt's last) when there is one
+    c_keep = min(len(completion), max_length - (1 if prompt else 0))
+    room = max_length - c_keep
+    p_new = head + body[len(body) - (room - 1) :] if keep_bos else prompt[len(prompt) - room :]
+    return p_new, completion[:c_keep]
 
 
 def load_corpus(
@@ -239,6 +293,7 @@ def load_corpus(
     completion_field: str | None = None,
     max_length: int = 512,
     limit: int | None = None,
+    skip_empty: bool = True,
 ) -> Corpus:
     """:func:`load_records` then :func:`tokenize_records` (see the module docstring)."""
     corpus = tokenize_records(
@@ -249,6 +304,7 @@ def load_corpus(
         completion_field=completion_field,
         max_length=max_length,
         limit=limit,
+        skip_empty=skip_empty,
     )
     corpus.meta.update({"source": str(spec), "split": split})
     return corpus

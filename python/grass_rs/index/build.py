@@ -6,7 +6,7 @@ Layout of an index folder::
                     (model parameters, compressor, loss, tokenizer, text fields, max length), settings
     vectors.bin     (rows, Σ k) gradients in dataset order (see :mod:`grass_rs.index.vectors`)
     fisher.npz      the block-diagonal Fisher's Gram matrices (float64), one per layer
-    texts.jsonl     each training example's text (for reports)
+    texts.jsonl     each training example's text and its row in the data (for reports)
     build.json      the build settings (written first; a resumed build must match them)
     shards/         while building: one crash-safe GradientStore per process (removed at the end)
 
@@ -14,7 +14,14 @@ Resumable: each batch is a store chunk (atomic); a killed build started again sk
 batches and gives the same bytes. Batches are cut by length once for the whole corpus and
 sharded by contiguous ranges of batches, so every process computes exactly the batches one
 process would; the Fisher is summed in batch order by one process at the end, so ``--nproc N``
-gives the same index as one process.
+(or ``torchrun --nproc_per_node N -m grass_rs build ...``) gives the same index as one process.
+
+``k`` per layer: ``layer_k={"*.mlp.*": 1024}`` (``--layer-k '*.mlp.*=1024'``) gives the layers matching
+an fnmatch pattern another ``k`` (first match wins; :class:`grass_rs.capture.per_layer.PerLayer`);
+each layer's ``k`` is in ``index.json`` and in the fingerprint queries are checked against.
+
+Examples left without a loss token after truncation (an empty completion, a one-token text) are
+skipped: ``index.json`` counts them (``skipped``) and lists their rows in the data.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from ..attribution import distributed as D
 from ..attribution.attributor import Attributor
 from ..attribution.fim import BlockFisher
 from ..attribution.store import GradientStore
+from ..capture.per_layer import PerLayer, parse_layer_k, per_layer_k
 from ..capture.sources import state_fingerprint
 from ..data import hf as hfdata
 from ..errors import InvalidArgumentError, StoreError, StoreMismatchError
@@ -63,6 +71,8 @@ class BuildConfig:
     batch_size: int = 8
     compressor: str = "factgrass"
     k: int = 256
+    #: fnmatch pattern on module names → ``k`` for those layers (first match wins); else ``k``
+    layer_k: dict[str, int] | None = None
     layers: list[str] | None = None
     seed: int = 0
     dtype: str = "float32"
@@ -91,9 +101,15 @@ class BuildConfig:
             raise InvalidArgumentError(f"`padding_side` must be 'left' or 'right', got {self.padding_side!r}")
         if self.damping < 0:
             raise InvalidArgumentError(f"`damping` must be ≥ 0, got {self.damping}")
-        from ..capture.compressors import make_compressor
-
-        make_compressor(self.compressor, self.k, seed=self.seed)  # unknown names / bad k fail here
+        if isinstance(self.layer_k, (list, tuple)):  # ["PATTERN=K", ...] as on the command line
+            self.layer_k = parse_layer_k(self.layer_k)
+        if self.layer_k is not None and not isinstance(self.layer_k, Mapping):
+            raise InvalidArgumentError(
+                f"`layer_k` must map fnmatch patterns to k, got {type(self.layer_k).__name__}"
+            )
+        self.layer_k = {str(p): v for p, v in self.layer_k.items()} if self.layer_k else None
+        # unknown names / a bad k (also per layer) fail here
+        per_layer_k(self.compressor, self.k, self.layer_k, seed=self.seed)
         resolve_device(self.device)
         for mod in ("transformers", "datasets", "tokenizers"):
             hfdata.require(mod, "grass-rs build and query")
@@ -112,19 +128,50 @@ def _looks_local(spec: str) -> bool:
     )
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` → CPU; checks that a CUDA device exists before any work."""
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` → CPU; checks the device exists (CUDA available, index in range) before any work.
+
+    Raises:
+        InvalidArgumentError: naming ``--device``: not a device, a type other than cpu/cuda/mps, or
+            one this machine does not have.
+    """
     if device is None:
         return torch.device("cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise InvalidArgumentError(
-            f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+            f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps"
         ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type not in DEVICE_TYPES:
+        raise InvalidArgumentError(f"--device {device}: grass-rs build/query run on cpu, cuda[:N] or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda}); use --device cpu"
+            )
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise InvalidArgumentError(f"--device {device}: this machine has {n} CUDA device(s) (0..{n - 1})")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(f"--device {device}: MPS is not available on this machine")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise InvalidArgumentError(f"--device {device}: there is one CPU device; use --device cpu")
     return dev
+
+
+def _local_device(dev: torch.device) -> torch.device:
+    """With several processes, ``cuda`` (no index) means each process's own GPU: ``LOCAL_RANK``
+    (torchrun) or the rank (``--nproc``), modulo the GPUs here."""
+    rank, world = D.rank_and_world()
+    if dev.type != "cuda" or dev.index is not None or world == 1:
+        return dev
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return torch.device("cuda", local % torch.cuda.device_count())
 
 
 def load_model(path: str, device: torch.device | None = None) -> tuple[torch.nn.Module, Any]:
@@ -168,9 +215,13 @@ def make_attributor(
     model: torch.nn.Module, settings: Mapping[str, Any], device: torch.device | None
 ) -> Attributor:
     layers = settings.get("layers")
+    layer_k = settings.get("layer_k")
+    compressor: Any = settings["compressor"]
+    if layer_k:
+        compressor = per_layer_k(compressor, int(settings["k"]), layer_k, seed=int(settings["seed"]))
     return Attributor(
         model,
-        compressor=settings["compressor"],
+        compressor=compressor,
         k=int(settings["k"]),
         layers=list(layers) if layers else None,
         seed=int(settings["seed"]),
@@ -191,18 +242,37 @@ def build(cfg: BuildConfig) -> Path:
     path = Path(cfg.index)
     _check_existing(path, cfg)
     world = D.rank_and_world()[1]
+    if world == 1 and _torchrun_world() > 1 and cfg.nproc > 1:
+        raise InvalidArgumentError("--nproc with torchrun: give the number of processes to torchrun only")
     if world == 1 and cfg.nproc > 1:
         D.launch(_worker, cfg.nproc, cfg)
-    elif world == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
-        backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
+    elif world == 1 and _torchrun_world() > 1:  # started by torchrun: a group from its env vars
+        # gloo on every device: the build only needs barriers (shards are merged from disk)
+        torch.distributed.init_process_group("gloo", init_method="env://")
         try:
+            D.barrier()  # every rank checked the folder before rank 0 writes build.json
             _run(cfg)
         finally:
             torch.distributed.destroy_process_group()
     else:
         _run(cfg)
     return path
+
+
+def _torchrun_world() -> int:
+    """``WORLD_SIZE`` set by ``torchrun`` (1 without it); checks the other variables it sets."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise InvalidArgumentError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
+    if world > 1:
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise InvalidArgumentError(
+                f"WORLD_SIZE={world} but {', '.join(missing)} not set: start several processes with "
+                "`torchrun --nproc_per_node N -m grass_rs build ...` or use --nproc N"
+            )
+    return world
 
 
 def _worker(cfg: BuildConfig) -> None:
@@ -213,7 +283,10 @@ def _worker(cfg: BuildConfig) -> None:
 def _settings(cfg: BuildConfig) -> dict[str, Any]:
     keep = ("model", "dataset", "split", "text_field", "prompt_field", "completion_field", "max_length",
             "batch_size", "compressor", "k", "layers", "seed", "dtype", "limit")  # fmt: skip
-    return {k: v for k, v in asdict(cfg).items() if k in keep}
+    out = {k: v for k, v in asdict(cfg).items() if k in keep}
+    if cfg.layer_k:  # only when set: indexes built without it keep their settings
+        out["layer_k"] = dict(cfg.layer_k)
+    return out
 
 
 def _check_existing(path: Path, cfg: BuildConfig) -> None:
@@ -240,18 +313,20 @@ def _run(cfg: BuildConfig) -> None:
     path = Path(cfg.index)
     if (path / "index.json").exists():
         return  # finished earlier (same settings: checked)
-    device = resolve_device(cfg.device)
+    device = _local_device(resolve_device(cfg.device))
     if rank == 0:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write(path / "build.json", json.dumps(_settings(cfg), indent=1).encode())
-    model, tokenizer = load_model(cfg.model, device)
-    corpus = hfdata.load_corpus(
-        cfg.dataset, tokenizer, split=cfg.split, text_field=cfg.text_field, prompt_field=cfg.prompt_field,
-        completion_field=cfg.completion_field, max_length=cfg.max_length, limit=cfg.limit,
-    )  # fmt: skip
-    if len(corpus) < world:
-        raise InvalidArgumentError(f"{len(corpus)} examples cannot be split over {world} processes")
-    att = make_attributor(model, _settings(cfg), device)
+    try:
+        tokenizer, corpus, att = _prepare(cfg, device, world)
+    except InvalidArgumentError:
+        if rank == 0 and not (path / "shards").exists():  # nothing computed: leave no folder behind
+            (path / "build.json").unlink(missing_ok=True)
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        raise
     fp = fingerprint_of(att, tokenizer, corpus.meta)
     batches = corpus.batches(cfg.batch_size)
     lo, hi = D.shard_range(len(batches), rank, world).start, D.shard_range(len(batches), rank, world).stop
@@ -271,6 +346,29 @@ def _run(cfg: BuildConfig) -> None:
     if rank == 0:
         _finalize(path, cfg, corpus, batches, world, fp, dims)
     D.barrier()
+
+
+def _prepare(cfg: BuildConfig, device: torch.device, world: int) -> tuple[Any, hfdata.Corpus, Attributor]:
+    """The tokenizer, corpus and attributor; the checks that need the model and data."""
+    model, tokenizer = load_model(cfg.model, device)
+    corpus = hfdata.load_corpus(
+        cfg.dataset, tokenizer, split=cfg.split, text_field=cfg.text_field, prompt_field=cfg.prompt_field,
+        completion_field=cfg.completion_field, max_length=cfg.max_length, limit=cfg.limit,
+    )  # fmt: skip
+    if len(corpus) < world:
+        raise InvalidArgumentError(f"{len(corpus)} examples cannot be split over {world} processes")
+    att = make_attributor(model, _settings(cfg), device)
+    factory = getattr(att.source, "factory", None)
+    if isinstance(factory, PerLayer):
+        names = list(att.source.handle().compressors)  # type: ignore[attr-defined]
+        unmatched = factory.unmatched(names)
+        if unmatched:
+            att.close()
+            raise InvalidArgumentError(
+                f"--layer-k pattern(s) {unmatched} match no captured layer; layers: {names[:8]}"
+                + ("…" if len(names) > 8 else "")
+            )
+    return tokenizer, corpus, att
 
 
 def _write_shard(
@@ -343,7 +441,11 @@ def _finalize(
     buf = io.BytesIO()
     np.savez(buf, **{str(i): t.numpy() for i, t in enumerate(state.values())})  # type: ignore[arg-type]
     atomic_write(path / "fisher.npz", buf.getvalue())
-    texts = "".join(json.dumps({"row": i, "text": t}) + "\n" for i, t in enumerate(corpus.texts))
+    examples = corpus.examples or list(range(n))
+    texts = "".join(
+        json.dumps({"row": i, "example": e, "text": t}) + "\n"
+        for i, (e, t) in enumerate(zip(examples, corpus.texts, strict=True))
+    )
     atomic_write(path / "texts.jsonl", texts.encode())
     meta = {
         "format": FORMAT,
@@ -351,6 +453,8 @@ def _finalize(
         "complete": True,
         "rows": n,
         "tokens": corpus.num_tokens,
+        "skipped": len(corpus.skipped),
+        "skipped_examples": corpus.skipped[:1000],
         "layers": [[name, k] for name, k in dims.items()],
         "dtype": cfg.dtype,
         "vectors": "vectors.bin",

@@ -42,6 +42,7 @@ class Index:
     def __init__(self, path: Path, meta: dict[str, Any], vectors: VectorFile, fisher: BlockFisher) -> None:
         self.path, self.meta, self.vectors, self.fisher = path, meta, vectors, fisher
         self._texts: list[str] | None = None
+        self._examples: list[int] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Index:
@@ -100,14 +101,28 @@ class Index:
     def texts(self) -> list[str]:
         """Every training example's text, in row order."""
         if self._texts is None:
-            try:
-                lines = (self.path / "texts.jsonl").read_text().splitlines()
-                self._texts = [json.loads(line)["text"] for line in lines]
-            except (OSError, ValueError, KeyError) as e:
-                raise StoreError(f"index {self.path} is corrupt: texts.jsonl ({e})") from None
-            if len(self._texts) != self.rows:
-                raise StoreError(f"index {self.path} is corrupt: texts.jsonl has {len(self._texts)} rows")
+            self._read_texts()
+        assert self._texts is not None
         return self._texts
+
+    @property
+    def examples(self) -> list[int]:
+        """Each row's row in the training data (they differ when examples were skipped at build)."""
+        if self._examples is None:
+            self._read_texts()
+        assert self._examples is not None
+        return self._examples
+
+    def _read_texts(self) -> None:
+        try:
+            lines = [json.loads(line) for line in (self.path / "texts.jsonl").read_text().splitlines()]
+            texts = [x["text"] for x in lines]
+            examples = [int(x.get("example", i)) for i, x in enumerate(lines)]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise StoreError(f"index {self.path} is corrupt: texts.jsonl ({e})") from None
+        if len(texts) != self.rows:
+            raise StoreError(f"index {self.path} is corrupt: texts.jsonl has {len(texts)} rows")
+        self._texts, self._examples = texts, examples
 
     def verify(self) -> None:
         """Reads the whole vector file and checks every block's SHA-256 (raises :class:`StoreError`)."""
@@ -229,7 +244,9 @@ class Index:
         if isinstance(queries, hfdata.Corpus):
             return queries
         if isinstance(queries, (str, os.PathLike)):
-            return hfdata.load_corpus(queries, tokenizer, max_length=int(t["max_length"]), **fields)
+            return hfdata.load_corpus(
+                queries, tokenizer, max_length=int(t["max_length"]), skip_empty=False, **fields
+            )
         if not isinstance(queries, Sequence) or not queries:
             raise ArgumentTypeError("`queries` must be a non-empty list of texts, a data file or gradients")
         if fields["text_field"] is not None:
@@ -237,7 +254,9 @@ class Index:
         else:
             p, c = fields["prompt_field"], fields["completion_field"]
             records = [q if isinstance(q, Mapping) else {p: q[0], c: q[1]} for q in queries]
-        return hfdata.tokenize_records(records, tokenizer, max_length=int(t["max_length"]), **fields)
+        return hfdata.tokenize_records(
+            records, tokenizer, max_length=int(t["max_length"]), skip_empty=False, **fields
+        )
 
 
 def _corpus_gradients(att: Any, corpus: hfdata.Corpus, batch_size: int) -> dict[str, torch.Tensor]:

@@ -25,10 +25,11 @@ class QueryResult:
 
     def to_dict(self) -> dict[str, Any]:
         texts = self.index.texts
+        examples = self.index.examples
 
         def rows(idx: Any, sc: Any) -> list[dict[str, Any]]:
             return [
-                {"row": int(r), "score": float(s), "text": texts[int(r)]}
+                {"row": int(r), "example": examples[int(r)], "score": float(s), "text": texts[int(r)]}
                 for r, s in zip(idx, sc, strict=True)
             ]
 
