@@ -1,13 +1,18 @@
 """Benchmark: per-sample gradient capture on a ResNet-9-style CNN (CIFAR-shaped batches).
 
-Usage: ``python benches/python/bench_cnn.py [--batch 32] [--width 16] [--k 256] [--repeats 5]``.
+Usage: ``python benches/python/bench_cnn.py [--batch 32] [--width 16] [--k 256] [--repeats 5]
+[--conv-only] [--per-layer]``.
 
 Two measurements, each the median over ``--repeats`` round-robin rounds (after one warm-up call):
 
 1. **conv compression** — for every Conv2d of the model, its factors ``(δ, x)`` are recorded once;
    then each conv layer's per-sample gradients are compressed by FactGraSS from the factors
-   (only the masked im2col columns are gathered from the input), by LoGra from the factors (patches
-   projected by a convolution), and by materializing the gradient (unfold + ``bmm``) then GraSS.
+   (one fused Rust call per layer on CPU: the masked im2col columns and the masked rows of δ are
+   gathered straight from the NCHW tensors), by LoGra from the factors (patches projected by a
+   convolution), and by materializing the gradient (unfold + ``bmm``) then GraSS. It runs twice,
+   each in its own process: with the environment as given minus ``OMP_WAIT_POLICY`` (torch's
+   default: its OpenMP workers spin after each op) and with ``OMP_WAIT_POLICY=PASSIVE``. Reported:
+   median and spread (min–max) over the rounds; ``--per-layer`` adds FactGraSS vs LoGra per layer.
 2. **capture per batch** — forward + backward + compression of every parameter (BatchNorms in eval
    mode go through the exact fallback) with ``attach(FactGraSS(k))`` / ``attach(LoGra(k))``, against
    ``torch.func`` per-sample gradients of all parameters followed by GraSS or a dense Gaussian per
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -64,8 +70,8 @@ def resnet9(width: int, classes: int = 10) -> nn.Module:
     ).eval()  # fmt: skip
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, round-robin, after one warm-up call each."""
+def round_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function over ``repeats`` round-robin rounds, after one warm-up call each."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {n: [] for n in fns}
@@ -74,7 +80,12 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {n: statistics.median(t) for n, t in times.items()}
+    return times
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, round-robin, after one warm-up call each."""
+    return {n: statistics.median(t) for n, t in round_times(fns, repeats).items()}
 
 
 def conv_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, tuple]:
@@ -95,8 +106,11 @@ def conv_factors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str
     return {n: tuple(v) for n, v in saved.items()}
 
 
-def bench_conv(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, repeats: int) -> dict[str, float]:
-    """Seconds to compress every conv layer's per-sample gradients of one batch, per method."""
+def bench_conv(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, repeats: int, per_layer: bool = False
+) -> dict[str, list[float]]:
+    """Seconds (one entry per round) to compress every conv layer's per-sample gradients of one
+    batch, per method; with ``per_layer`` also FactGraSS / LoGra on each layer alone."""
     facs = conv_factors(model, x, y)
     side = int((4 * k) ** 0.5)
     fg = {n: grass_rs.FactGraSS(k, mask_dim=side * side).build(i) for n, (i, _, _) in facs.items()}
@@ -105,21 +119,45 @@ def bench_conv(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, repea
         n: grass_rs.Full(grass_rs.GraSS, out_dim=k, mask_dim=4 * k).build(i) for n, (i, _, _) in facs.items()
     }
 
-    def run(comps: dict, materialize: bool) -> None:
+    def run(comps: dict, materialize: bool, only: str | None = None) -> None:
         for n, (info, go, xin) in facs.items():
+            if only is not None and n != only:
+                continue
             if materialize:
                 comps[n].compress_full(L.materialize(info, go, xin))
             else:
                 comps[n].compress_factors(go, xin)
 
-    return median_times(
-        {
-            "FactGraSS (factors)": lambda: run(fg, False),
-            "LoGra (factors)": lambda: run(lg, False),
-            "materialize + GraSS": lambda: run(full, True),
-        },
-        repeats,
-    )
+    fns: dict[str, Callable[[], object]] = {
+        "FactGraSS (factors)": lambda: run(fg, False),
+        "LoGra (factors)": lambda: run(lg, False),
+        "materialize + GraSS": lambda: run(full, True),
+    }
+    if per_layer:
+        for n, (_, _, xin) in facs.items():
+            shape = "x".join(map(str, xin.shape[1:]))
+            fns[f"  {n} ({shape}) FactGraSS"] = lambda n=n: run(fg, False, n)
+            fns[f"  {n} ({shape}) LoGra"] = lambda n=n: run(lg, False, n)
+    return round_times(fns, repeats)
+
+
+def conv_table(times: dict[str, list[float]]) -> None:
+    """Prints the conv-compression table: median, spread, ratio to FactGraSS (per layer: to its FactGraSS)."""
+    print("| conv layers: compression per batch | median ms | min–max ms | vs FactGraSS |")
+    print("|---|---:|---:|---:|")
+    base = statistics.median(times["FactGraSS (factors)"])
+    for name, t in times.items():
+        if name.startswith("  "):
+            base = statistics.median(times[name]) if name.endswith("FactGraSS") else base
+        m = statistics.median(t)
+        print(f"| {name} | {m * 1e3:.2f} | {min(t) * 1e3:.2f}–{max(t) * 1e3:.2f} | {m / base:.2f}x |")
+
+
+def conv_child(args: argparse.Namespace) -> None:
+    """Child process: the conv-compression rounds, as JSON."""
+    model = resnet9(args.width)
+    x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
+    print(json.dumps(bench_conv(model, x, y, args.k, args.repeats, args.per_layer)))
 
 
 def func_capture(model: nn.Module, kind: str, k: int) -> Callable[[torch.Tensor, torch.Tensor], dict]:
@@ -185,25 +223,35 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16, help="ResNet-9 width (64 = the original)")
     ap.add_argument("--k", type=int, default=256, help="k per layer (a perfect square, for LoGra)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--conv-only", action="store_true", help="only the conv-compression tables")
+    ap.add_argument("--per-layer", action="store_true", help="also FactGraSS vs LoGra per conv layer")
     ap.add_argument("--only", choices=METHODS, help=argparse.SUPPRESS)
+    ap.add_argument("--conv-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.only:
         return one_method(args)
+    if args.conv_child:
+        return conv_child(args)
     model = resnet9(args.width)
     p = sum(q.numel() for q in model.parameters())
     print(
         f"ResNet-9 width {args.width} ({p:,} parameters), batch {args.batch} x 3x32x32, "
-        f"k={args.k} per layer, {torch.get_num_threads()} threads, median of {args.repeats}"
+        f"k={args.k} per layer, {torch.get_num_threads()} threads, {args.repeats} rounds"
     )
-    x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
-    conv = bench_conv(model, x, y, args.k, args.repeats)
-    print("\n| conv layers: compression per batch | ms | vs FactGraSS |\n|---|---:|---:|")
-    base = conv["FactGraSS (factors)"]
-    for name, t in conv.items():
-        print(f"| {name} | {t * 1e3:.1f} | {t / base:.1f}x |")
+    child_args = [a for a in sys.argv[1:] if a != "--conv-only"]
+    for policy in (None, "PASSIVE"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy is not None:
+            env["OMP_WAIT_POLICY"] = policy
+        cmd = [sys.executable, __file__, "--conv-child", *child_args]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+        print(f"\nOMP_WAIT_POLICY={policy or '(unset)'}")
+        conv_table(json.loads(out))
+    if args.conv_only:
+        return
     rows = []
     for method in METHODS:
-        cmd = [sys.executable, __file__, "--only", method, *sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--only", method, *child_args]
         rows.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
     print("\n| capture per batch (fwd + bwd + compress) | ms | vs FactGraSS | peak RSS growth (MiB) |")
     print("|---|---:|---:|---:|")

@@ -117,16 +117,31 @@ GPT2_CONFIGS = [
     ("d=768, 2 layers, 8x256 tokens", 768, 2, 8, 256, 4096),
 ]
 
+WholeModelResult = tuple[str, dict[str, list[list[float]]], int]
 
-def bench_whole_model(repeats: int) -> list[tuple[str, dict[str, list[float]], int]]:
+
+def _set_ln_stats(mode: str | None) -> None:
+    """Sets ``grass_rs.capture.hooks.LAYERNORM_STATS`` (no-op for ``None`` or a tree without it)."""
+    from grass_rs.capture import hooks
+
+    if mode is not None and hasattr(hooks, "LAYERNORM_STATS"):
+        hooks.LAYERNORM_STATS = mode
+
+
+def bench_whole_model(repeats: int, dims: list[int], inner: int = 3) -> list[WholeModelResult]:
     """Seconds per forward+backward of a GPT-2 built from a config, plain and with FactGraSS / LoGra
-    attached to every supported layer (Linear, Conv1D, Embedding, LayerNorm)."""
+    attached to every supported layer (Linear, Conv1D, Embedding, LayerNorm); per round, per
+    configuration, the ``inner`` step times (so ratios can be taken within a round)."""
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
+
+    from grass_rs.capture import hooks
 
     hf_logging.set_verbosity_error()
     results = []
     for label, d, n_layer, batch, seq, k in GPT2_CONFIGS:
+        if d not in dims:
+            continue
         cfg = GPT2Config(
             n_embd=d,
             n_layer=n_layer,
@@ -140,43 +155,62 @@ def bench_whole_model(repeats: int) -> list[tuple[str, dict[str, list[float]], i
         torch.manual_seed(0)
         base = GPT2LMHeadModel(cfg).eval()
         ids = torch.randint(0, cfg.vocab_size, (batch, seq))
-        models: dict[str, nn.Module] = {"plain": base}
+        models: dict[str, tuple[nn.Module, str | None]] = {"plain": (base, None)}
         handles = []
-        for name, factory in (("FactGraSS", grass_rs.FactGraSS(k)), ("LoGra", grass_rs.LoGra(k))):
+        configs = [
+            ("FactGraSS", grass_rs.FactGraSS(k), "recompute"),
+            ("LoGra", grass_rs.LoGra(k), "recompute"),
+        ]
+        if hasattr(hooks, "LAYERNORM_STATS"):
+            configs.insert(1, ("FactGraSS, saved LN stats", grass_rs.FactGraSS(k), "saved"))
+        for name, factory, mode in configs:
             m = GPT2LMHeadModel(cfg).eval()
             m.load_state_dict(base.state_dict())
             handles.append(grass_rs.attach(m, factory, loss_reduction="mean"))
-            models[name] = m
+            models[name] = (m, mode)
 
-        def step(model: nn.Module, ids: torch.Tensor = ids) -> None:
+        def step(model: nn.Module, mode: str | None, ids: torch.Tensor = ids) -> None:
+            _set_ln_stats(mode)
             model.zero_grad(set_to_none=True)
             model(ids, labels=ids).loss.backward()
+            _set_ln_stats("recompute")
 
-        times = interleaved_times(
-            {n: functools.partial(step, m) for n, m in models.items()}, repeats, inner=3
-        )
+        fns = {n: functools.partial(step, m, mode) for n, (m, mode) in models.items()}
+        for fn in fns.values():  # warm-up (allocator, lazily built projector tables)
+            fn()
+        flat = interleaved_times(fns, repeats, inner=inner)
+        rounds = {n: [ts[i : i + inner] for i in range(0, len(ts), inner)] for n, ts in flat.items()}
         n_layers = len(handles[0].gradients())
         for h in handles:
             h.remove()
-        results.append((f"{label}, k={k}", times, n_layers))
+        results.append((f"{label}, k={k}", rounds, n_layers))
     return results
 
 
-def print_whole_model(results: list[tuple[str, dict[str, list[float]], int]]) -> None:
-    print("\nwhole-model capture: GPT-2 from a config, compressor attached to every supported layer")
-    print(f"| {'model':<44} | {'layers':>6} | {'plain ms':>9} | {'FactGraSS':>17} | {'LoGra':>17} |")
-    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 11}|{'-' * 19}|{'-' * 19}|")
-    for label, times, n_layers in results:
-        med = {n: statistics.median(ts) for n, ts in times.items()}
-        best = {n: min(ts) for n, ts in times.items()}
-        cells = [
-            f"{100 * (med[n] / med['plain'] - 1):+.0f}% ({100 * (best[n] / best['plain'] - 1):+.0f}%)"
-            for n in ("FactGraSS", "LoGra")
-        ]
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):+.0f}% [{min(xs):+.0f}, {max(xs):+.0f}]"
+
+
+def print_whole_model(results: list[WholeModelResult]) -> None:
+    policy = os.environ.get("OMP_WAIT_POLICY", "(default)")
+    print(
+        f"\nwhole-model capture: GPT-2 from a config, compressor attached to every supported layer "
+        f"(OMP_WAIT_POLICY={policy})"
+    )
+    print("overhead over plain forward+backward: per round, median step time of each configuration over")
+    print("the plain model's in the same round; median [min, max] over rounds")
+    for label, rounds, n_layers in results:
+        plain = [statistics.median(r) for r in rounds["plain"]]
         print(
-            f"| {label:<44} | {n_layers:>6} | {med['plain'] * 1e3:>9.1f} | {cells[0]:>17} | {cells[1]:>17} |"
+            f"\n{label}, {n_layers} layers: plain {statistics.median(plain) * 1e3:.1f} ms/step "
+            f"[{min(plain) * 1e3:.1f}-{max(plain) * 1e3:.1f}] over {len(plain)} rounds"
         )
-    print("overhead over plain forward+backward: median of interleaved steps (best of steps)")
+        for name, rs in rounds.items():
+            if name == "plain":
+                continue
+            ratios = [100 * (statistics.median(r) / p - 1) for r, p in zip(rs, plain, strict=True)]
+            med = statistics.median(t for r in rs for t in r)
+            print(f"| {name:<28} | {med * 1e3:>9.1f} ms | {_spread(ratios):>22} |")
 
 
 def main() -> None:
@@ -199,6 +233,10 @@ def main() -> None:
     )
     ap.add_argument("--whole-model", action="store_true", help="add the whole-model GPT-2 rows")
     ap.add_argument("--only-whole-model", action="store_true", help="only the whole-model GPT-2 rows")
+    ap.add_argument(
+        "--wm-dims", type=int, nargs="+", default=[128, 512, 768], help="whole-model: which n_embd rows"
+    )
+    ap.add_argument("--wm-inner", type=int, default=3, help="whole-model: timed steps per round")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,7 +245,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, T {args.seq}")
     print(f"load average before: {load} (on {os.cpu_count()} CPUs; timings are noisy on a shared machine)")
     if args.only_whole_model:
-        print_whole_model(bench_whole_model(max(args.repeats, 5)))
+        print_whole_model(bench_whole_model(max(args.repeats, 5), args.wm_dims, args.wm_inner))
         return
 
     comp = bench_compress(args.batch, args.seq, args.repeats, args.settle / 1e3)
@@ -242,7 +280,7 @@ def main() -> None:
     print(f"FactGraSS speed-up over materialize + GraSS: {med[2] / med[1]:.1f}x median")
     print(f"attaching FactGraSS: {overhead:+.1f}% over plain forward+backward (target <= +25%)")
     if args.whole_model:
-        print_whole_model(bench_whole_model(max(args.repeats, 5)))
+        print_whole_model(bench_whole_model(max(args.repeats, 5), args.wm_dims, args.wm_inner))
 
 
 if __name__ == "__main__":

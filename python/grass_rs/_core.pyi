@@ -12,6 +12,7 @@ __all__ = [
     "GrassValueError",
     "Projector",
     "__version__",
+    "conv_masked_outer",
     "cuda_device_count",
     "gather_columns",
     "get_deterministic",
@@ -76,6 +77,9 @@ def set_num_threads(n: int) -> None:
 def gather_columns(x: Any, idx: list[int], out: Any) -> None: ...
 def masked_outer(
     go: Any, x: Any, tokens: int, rows: list[int], cols: list[int], bias: bool, out: Any
+) -> None: ...
+def conv_masked_outer(
+    go: Any, x: Any, geometry: list[int], rows: list[int], cols: list[int], bias: bool, out: Any
 ) -> None: ...
 def get_num_threads() -> int: ...
 def hash(key: int, counter: int) -> int: ...

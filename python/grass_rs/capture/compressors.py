@@ -228,6 +228,9 @@ class FactGraSSCompressor(LayerCompressor):
         self.mask_in: Mask | None = None
         self.hash_in: SJLT | None = None
         self._hash_cols: tuple[Tensor, Tensor] | None = None
+        self._lists: tuple[list[int], list[int]] | None = None  # masked_outer's (rows, cols), CPU
+        # Convolutions: (kept rows, kept im2col columns, bias column) for the fused CPU kernel.
+        self._conv_lists: tuple[list[int], list[int], bool] | None = None
         if layer.kind == "embedding":
             self.hash_in = SJLT(layer.d_in, s_in, c=1, seed=layer_seed(seed, layer.name, "hash_in"))
             self._bias_col, self._cols = False, torch.arange(s_in)
@@ -237,6 +240,8 @@ class FactGraSSCompressor(LayerCompressor):
         self._bias_col = layer.bias and int(cols[-1]) == layer.d_in  # indices are increasing
         self._cols = cols[:-1] if self._bias_col else cols
         self._patch_index: dict[tuple[int, int, torch.device], Tensor] = {}
+        if layer.kind == "conv":
+            self._conv_lists = (self.mask_out.indices.tolist(), self._cols.tolist(), self._bias_col)
 
     def _full(self, grad: Tensor) -> Tensor:
         rows = self._cache.get("out", self.mask_out.indices, grad.device)
@@ -255,7 +260,9 @@ class FactGraSSCompressor(LayerCompressor):
         if self.hash_in is not None:
             return apply_projector(self.sjlt, self._hashed_embedding(go, x, rows, dt))
         cols = self._cache.get("cols", self._cols, go.device)
-        block = K.masked_outer(self.layer, go, x, rows, cols, self._bias_col, dt)
+        if self._lists is None:  # the index lists the CPU kernel takes, converted once
+            self._lists = (self.mask_out.indices.tolist(), self._cols.tolist())
+        block = K.masked_outer(self.layer, go, x, rows, cols, self._bias_col, dt, self._lists)
         return apply_projector(self.sjlt, block)
 
     def _hashed_embedding(self, go: Tensor, ids: Tensor, rows: Tensor, dt: torch.dtype) -> Tensor:
@@ -271,8 +278,33 @@ class FactGraSSCompressor(LayerCompressor):
         a = K.gather_columns(go, rows).to(dt)
         return torch.bmm(a.transpose(1, 2), b).reshape(go.shape[0], -1)
 
+    def compress_factors(self, grad_output: Tensor, layer_input: Tensor) -> Tensor:
+        geo = self.layer.conv
+        if (
+            geo is not None
+            and self._conv_lists is not None
+            and geo.pad_mode == "constant"
+            and isinstance(grad_output, Tensor)
+            and isinstance(layer_input, Tensor)
+            and layer_input.ndim == grad_output.ndim == geo.spatial + 2
+        ):
+            # CPU fast path: the fused Rust kernel reads the module's own input and output gradient,
+            # zero padding applied on the fly (no padded copy, no position-major copy of δ);
+            # anything it does not take goes the general way, which also reports bad shapes.
+            x = layer_input.unsqueeze(2) if geo.spatial == 1 else layer_input
+            p = geo.pad  # F.pad order: (left, right[, top, bottom])
+            pad = (0, 0, p[0], p[1]) if geo.spatial == 1 else (p[2], p[3], p[0], p[1])
+            block = K.conv_masked_outer(self.layer, grad_output, x, *self._conv_lists, pad)
+            if block is not None:
+                return apply_projector(self.sjlt, block)
+        return super().compress_factors(grad_output, layer_input)
+
     def _conv(self, go: Tensor, x_pad: Tensor) -> Tensor:
         """Gathers only the kept im2col columns from the padded input, then the masked outer products."""
+        if self._conv_lists is not None:
+            block = K.conv_masked_outer(self.layer, go.transpose(1, 2), x_pad, *self._conv_lists)
+            if block is not None:
+                return apply_projector(self.sjlt, block)
         rows = self._cache.get("out", self.mask_out.indices, go.device)
         key = (int(x_pad.shape[2]), int(x_pad.shape[3]), x_pad.device)
         if key not in self._patch_index:

@@ -105,12 +105,44 @@ def _empty_batch(where: str) -> InvalidArgumentError:
     )
 
 
-def _layernorm_input(module: nn.LayerNorm, x: Tensor) -> Tensor:
-    """The normalized input ``x̂``, flattened to ``(batch, ..., d)``."""
+#: How a LayerNorm's ``x̂`` is formed in the forward hook. ``"recompute"`` (the default):
+#: ``(x - mean) · rsqrt(var + eps)`` with ``torch.var_mean``'s statistics — the reference bits, but
+#: ``var_mean`` runs torch's scalar double-precision Welford reduction, 10–30× slower than the layer
+#: itself at d = 768 (the largest single cost of whole-model capture, benches/README.md).
+#: ``"saved"``: ``(x - mean) · rstd`` with the mean and ``rstd`` torch's own ``native_layer_norm``
+#: saved for its backward (no reduction is run again; a different rounding of the same statistics,
+#: ≤ 1 ulp of ``x̂``, and the statistics torch's own ``∂γ`` uses). Falls back to ``"recompute"``
+#: when the output does not come from ``native_layer_norm``.
+LAYERNORM_STATS = "recompute"
+
+
+def _saved_stats(module: nn.LayerNorm, x: Tensor, output: Any) -> tuple[Tensor, Tensor] | None:
+    """``(mean, rstd)`` saved by autograd for ``output = layer_norm(x)``, shaped to broadcast over ``x``."""
+    fn = getattr(output, "grad_fn", None)
+    if fn is None or type(fn).__name__ != "NativeLayerNormBackward0":
+        return None
+    try:
+        mean, rstd = fn._saved_result1, fn._saved_result2
+    except (AttributeError, RuntimeError):  # freed or not saved (e.g. inference-only graphs)
+        return None
+    lead = x.ndim - len(module.normalized_shape)
+    want = (*x.shape[:lead], *(1,) * len(module.normalized_shape))
+    if not isinstance(mean, Tensor) or tuple(mean.shape) != want or tuple(rstd.shape) != want:
+        return None
+    return mean.detach(), rstd.detach()
+
+
+def _layernorm_input(module: nn.LayerNorm, x: Tensor, output: Any = None) -> Tensor:
+    """The normalized input ``x̂``, flattened to ``(batch, ..., d)`` (see :data:`LAYERNORM_STATS`)."""
     dims = tuple(range(-len(module.normalized_shape), 0))
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    var, mean = torch.var_mean(xf, dim=dims, unbiased=False, keepdim=True)
-    xhat = (xf - mean) * torch.rsqrt(var + module.eps)
+    stats = _saved_stats(module, x, output) if LAYERNORM_STATS == "saved" else None
+    if stats is not None:
+        xhat = torch.sub(xf, stats[0].to(xf.dtype)).mul_(stats[1].to(xf.dtype))
+    else:
+        var, mean = torch.var_mean(xf, dim=dims, unbiased=False, keepdim=True)
+        # same ops and bits as (xf - mean) * torch.rsqrt(var + eps), without two temporaries
+        xhat = torch.sub(xf, mean).mul_(var.add_(module.eps).rsqrt_())
     return xhat.reshape(*x.shape[: x.ndim - len(dims)], -1)
 
 
@@ -123,10 +155,10 @@ def _rmsnorm_input(module: nn.Module, x: Tensor) -> Tensor:
     return xhat.reshape(*x.shape[: x.ndim - w.ndim], -1)
 
 
-def _saved_input(info: L.LayerInfo, module: nn.Module, x: Tensor) -> Tensor:
+def _saved_input(info: L.LayerInfo, module: nn.Module, x: Tensor, output: Any = None) -> Tensor:
     if info.kind == "layernorm":
         assert isinstance(module, nn.LayerNorm)
-        return _layernorm_input(module, x)
+        return _layernorm_input(module, x, output)
     if info.kind == "rmsnorm":
         return _rmsnorm_input(module, x)
     return x
@@ -299,7 +331,7 @@ class GradientHandle:
             )
         batch = int(x.shape[0])
         self._check_batch(name, batch)
-        saved = _saved_input(info, module, x.detach())
+        saved = _saved_input(info, module, x.detach(), output)
         output.register_hook(functools.partial(self._on_grad, name, saved, batch))
 
     def _on_grad(self, name: str, saved: Tensor, batch: int, grad: Tensor) -> None:

@@ -5,8 +5,11 @@
   (FactGraSS), one fused Rust call on CPU, gather + ``bmm`` elsewhere;
 * :func:`input_project`, :func:`outer_sum` — LoGra's dense factor projection and per-sample
   outer-product sum;
-* :func:`patch_index`, :func:`gather_patches` — chosen im2col columns of a convolution gathered
-  straight from its (padded) input by index arithmetic, without forming the unfold (FactGraSS);
+* :func:`conv_masked_outer` — FactGraSS's masked block of a convolution, one fused Rust call on
+  CPU that gathers the kept im2col columns straight from the NCHW input (zero padding included)
+  and the kept rows of the NCHW output gradient, chunk by chunk of output positions;
+* :func:`patch_index`, :func:`gather_patches` — the same columns gathered in torch by index
+  arithmetic (other devices), without forming the unfold;
 * :func:`conv_input_project` — LoGra's projection of every im2col patch, computed as a convolution
   whose kernels are the projection's rows.
 """
@@ -17,10 +20,11 @@ import torch
 from torch import nn
 
 from .. import _core
-from .layers import LayerInfo
+from .layers import LayerInfo, conv_out_size
 
 __all__ = [
     "conv_input_project",
+    "conv_masked_outer",
     "gather_columns",
     "gather_patches",
     "input_project",
@@ -64,7 +68,14 @@ def _fused_ok(go: Tensor, x: Tensor, dtype: torch.dtype) -> bool:
 
 
 def masked_outer(
-    info: LayerInfo, go: Tensor, x: Tensor, rows: Tensor, cols: Tensor, bias_col: bool, dtype: torch.dtype
+    info: LayerInfo,
+    go: Tensor,
+    x: Tensor,
+    rows: Tensor,
+    cols: Tensor,
+    bias_col: bool,
+    dtype: torch.dtype,
+    lists: tuple[list[int], list[int]] | None = None,
 ) -> Tensor:
     """The block ``G[rows][:, cols (+ bias column)]`` of each sample's gradient, from the factors.
 
@@ -82,6 +93,7 @@ def masked_outer(
         cols: ``(s_in,)`` increasing int64 indices into ``d_in`` (without the bias column).
         bias_col: append the bias column.
         dtype: compute dtype.
+        lists: ``(rows.tolist(), cols.tolist())`` cached by the caller (saves two conversions per call).
 
     Returns:
         ``(batch, s_out · (s_in + bias_col))``, row-major.
@@ -90,13 +102,14 @@ def masked_outer(
         if go.dtype != x.dtype:
             go, x = go.to(dtype), x.to(dtype)
         batch, tokens = go.shape[0], go.shape[1]
+        row_list, col_list = lists if lists is not None else (rows.tolist(), cols.tolist())
         out = torch.empty(batch, rows.numel() * (cols.numel() + int(bias_col)), dtype=dtype)
         _core.masked_outer(
             go.reshape(batch * tokens, -1).contiguous(),
             x.reshape(batch * tokens, -1).contiguous(),
             tokens,
-            rows.tolist(),
-            cols.tolist(),
+            row_list,
+            col_list,
             bias_col,
             out,
         )
@@ -181,3 +194,66 @@ def conv_input_project(info: LayerInfo, x_pad: Tensor, p_in: Tensor) -> Tensor:
     b = p_in[:, info.d_in] if info.bias else None
     y = nn.functional.conv2d(x_pad, w, b, stride=geo.stride, dilation=geo.dilation)
     return y.flatten(2).transpose(1, 2)
+
+
+def conv_masked_outer(
+    info: LayerInfo,
+    go: Tensor,
+    x: Tensor,
+    rows: list[int],
+    cols: list[int],
+    bias_col: bool,
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+) -> Tensor | None:
+    """FactGraSS's masked block of a convolution from its channel-first factors, one fused Rust
+    call (CPU).
+
+    ``out[b] = Σ_pos δ[b, rows, pos] ⊗ [patch_pos(x[b])[cols], 1 if bias_col]``: each kept im2col
+    column is read from the input at every output position by index arithmetic, zero outside the
+    input; neither the unfold, the padded input nor a position-major copy of ``δ`` is formed.
+
+    Args:
+        info: a ``"conv"`` layer.
+        go: ``(batch, C_out, H_out, W_out)`` or ``(batch, C_out, H_out · W_out)`` output gradients
+            (a contiguous tensor is read in place).
+        x: ``(batch, C_in, H, W)`` input (height 1 for a Conv1d), zero padded on the fly by ``pad``.
+        rows: kept output channels; cols: kept im2col columns ``(c · kh + ky) · kw + kx``.
+        bias_col: append the bias column (``Σ_pos δ[rows]``).
+        pad: zero padding ``(top, bottom, left, right)``.
+
+    Returns:
+        ``(batch, len(rows) · (len(cols) + bias_col))`` (float64 if either factor is float64, else
+        float32), or ``None`` when the fused kernel does not apply (not CPU, autograd, a dtype it
+        does not read, or factors whose shapes do not match: the caller's general path reports it).
+    """
+    geo = info.conv
+    assert geo is not None
+    fused = getattr(_core, "conv_masked_outer", None)  # None in an extension built before it
+    if fused is None or x.ndim != 4 or go.ndim < 2 or x.shape[0] == 0 or not _fused_ok(go, x, go.dtype):
+        return None
+    batch, c_in, h, w = (int(v) for v in x.shape)
+    h_out, w_out = conv_out_size(geo, h + pad[0] + pad[1], w + pad[2] + pad[3])
+    positions = h_out * w_out
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
+    if (
+        c_in * kh * kw != info.d_in
+        or tuple(go.shape[:2]) != (batch, info.d_out)
+        or min(h_out, w_out) < 1
+        or tuple(go.shape[2:]) not in ((h_out, w_out), (h_out * w_out,))
+    ):
+        return None
+    dtype = torch.float64 if torch.float64 in (go.dtype, x.dtype) else torch.float32
+    if go.dtype != x.dtype:
+        go, x = go.to(dtype), x.to(dtype)
+    out = torch.empty(batch, len(rows) * (len(cols) + int(bias_col)), dtype=dtype)
+    geometry = [batch, c_in, h, w, info.d_out, h_out, w_out, kh, kw, sh, sw, dh, dw, pad[0], pad[2]]
+    fused(
+        go.reshape(batch * info.d_out, positions).contiguous(),
+        x.reshape(batch * c_in, h * w).contiguous(),
+        geometry,
+        rows,
+        cols,
+        bias_col,
+        out,
+    )
+    return out

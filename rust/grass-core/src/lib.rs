@@ -8,6 +8,8 @@
 //! * [`Grass`] — `SJLT ∘ MASK`, fused so that only the selected coordinates are read;
 //! * [`Dense`] — dense Gaussian / Rademacher projections generated on the fly from the hash;
 //! * [`outer::masked_outer`] — FactGraSS's masked block `Σ_t δ_t[rows] ⊗ x̃_t[cols]`, fused;
+//! * [`conv::conv_masked_outer`] — the same for convolutions, gathering the masked im2col
+//!   columns straight from the NCHW input;
 //! * [`Srht`] — subsampled randomized Hadamard transform (FJLT), `O(p log p)` per sample.
 //!
 //! Every random choice comes from one counter-based hash ([`hash`]); the seed → matrix contract is
@@ -23,6 +25,7 @@
 mod alloc;
 mod buckets;
 pub mod cancel;
+pub mod conv;
 /// The GPU path (a stub returning `CudaUnavailable` without the `cuda` feature).
 pub mod cuda;
 pub mod dense;

@@ -16,6 +16,7 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
+use crate::micro::Kernel;
 use crate::parallel;
 use rayon::prelude::*;
 
@@ -104,9 +105,6 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
             format!("index {bad} is out of range for d_in = {d_in}"),
         ));
     }
-    if out.is_empty() {
-        return Ok(());
-    }
     let job = Job {
         go,
         x,
@@ -115,12 +113,38 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
         cols,
         bias,
     };
-    // Small calls run on the calling thread: waking the pool costs tens of microseconds here.
     let work = bt.saturating_mul(rows.len() + cols.len()) + out.len();
-    let groups = row_groups(batch, rows.len(), threads);
+    for_each_block(
+        out,
+        batch,
+        rows.len(),
+        n,
+        work,
+        threads,
+        |b, r0, z, scratch| job.run(b, r0, z, scratch),
+    )
+}
+
+/// Runs `f(b, r0, z, scratch)` on every block of `out` (`batch` samples of `(m, n)` row-major):
+/// `z` is sample `b`'s rows `r0 .. r0 + z.len() / n`, `scratch` the worker's own buffer. Blocks
+/// run in parallel unless the call is small (`work` gathered plus written elements) or
+/// `threads == 1`; the cancellation flag is polled before each block.
+pub(crate) fn for_each_block<A: Accum>(
+    out: &mut [A],
+    batch: usize,
+    m: usize,
+    n: usize,
+    work: usize,
+    threads: usize,
+    f: impl Fn(usize, usize, &mut [A], &mut Vec<A>) -> Result<()> + Sync,
+) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let groups = row_groups(batch, m, threads);
     let mut items: Vec<(usize, usize, &mut [A])> =
         alloc::with_capacity(batch * groups.len(), "work items")?;
-    for (b, zb) in out.chunks_exact_mut(rows.len() * n).enumerate() {
+    for (b, zb) in out.chunks_exact_mut(m * n).enumerate() {
         let mut rest = zb;
         for &(r0, r1) in &groups {
             let (head, tail) = rest.split_at_mut((r1 - r0) * n);
@@ -131,8 +155,9 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
     let stop = Stop::current();
     let run = |(b, r0, z): (usize, usize, &mut [A])| {
         stop.check()?;
-        A::with_scratch(|scratch| job.run(b, r0, z, scratch))
+        A::with_scratch(|scratch| f(b, r0, z, scratch))
     };
+    // Small calls run on the calling thread: waking the pool costs tens of microseconds here.
     if work < SMALL_WORK || threads == 1 {
         items.into_iter().try_for_each(run)
     } else {
@@ -140,9 +165,100 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
     }
 }
 
+/// The two gather panels of one block and its accumulator tile, carved out of a worker's scratch.
+pub(crate) struct Panels<'s, A> {
+    /// `(chunk, m_pad)` row-major: the chunk's `m` gathered rows of `δ` per token.
+    pub(crate) ap: &'s mut [A],
+    /// Row stride of `ap`.
+    pub(crate) m_pad: usize,
+    /// `(chunk, n_pad)` row-major: the chunk's `n` gathered input columns per token.
+    pub(crate) bp: &'s mut [A],
+    /// Row stride of `bp`.
+    pub(crate) n_pad: usize,
+    acc: &'s mut [A],
+    kernel: Kernel<A>,
+    m: usize,
+    n: usize,
+}
+
+impl<'s, A: Accum> Panels<'s, A> {
+    /// Panels for `chunk` tokens of an `(m, n)` block; the padding is zero and never written,
+    /// and when `bias` the last column of `bp` (`n − 1`) is set to one in every row.
+    pub(crate) fn new(
+        scratch: &'s mut Vec<A>,
+        chunk: usize,
+        m: usize,
+        n: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let kernel = A::kernel();
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        // Row strides: whole tiles plus one 64-byte line, so that a tile's column strip (one
+        // short run per token) spreads over all L1 sets instead of a few power-of-two ones.
+        let line = (64 / std::mem::size_of::<A>()).max(1);
+        let (m_pad, n_pad) = (m.div_ceil(mr) * mr + line, n.div_ceil(nr) * nr + line);
+        // `scratch` is the worker's own buffer, kept across items and calls (no page faults).
+        let (a_len, b_len) = (chunk * m_pad, chunk * n_pad);
+        scratch.clear();
+        alloc::resize(
+            scratch,
+            a_len + b_len + mr * nr,
+            A::ZERO,
+            "outer-product panel values",
+        )?;
+        let (ap, rest) = scratch.split_at_mut(a_len);
+        let (bp, acc) = rest.split_at_mut(b_len);
+        if bias {
+            for row in bp.chunks_exact_mut(n_pad) {
+                row[n - 1] = A::from_f32(1.0);
+            }
+        }
+        Ok(Self {
+            ap,
+            m_pad,
+            bp,
+            n_pad,
+            acc,
+            kernel,
+            m,
+            n,
+        })
+    }
+
+    /// `z += Σ_{t < tc} ap_t ⊗ bp_t` over the `(m, n)` block `z` (row-major), in token order;
+    /// `first` starts from zero instead of reloading `z` (the first chunk).
+    pub(crate) fn accumulate(&mut self, tc: usize, first: bool, z: &mut [A]) {
+        let (mr, nr, m, n) = (self.kernel.mr, self.kernel.nr, self.m, self.n);
+        let (m_pad, n_pad) = (self.m_pad, self.n_pad);
+        let acc = &mut *self.acc;
+        // Column tiles outer: one column strip of `bp` stays in L1 while the row strips stream.
+        for j in (0..n).step_by(nr) {
+            let nw = nr.min(n - j);
+            let bs = &self.bp[j..(tc - 1) * n_pad + j + nr];
+            for i in (0..m).step_by(mr) {
+                let mh = mr.min(m - i);
+                let a_s = &self.ap[i..(tc - 1) * m_pad + i + mr];
+                acc.fill(A::ZERO);
+                if !first {
+                    for r in 0..mh {
+                        acc[r * nr..][..nw].copy_from_slice(&z[(i + r) * n + j..][..nw]);
+                    }
+                }
+                // SAFETY: `A::kernel()` only returns kernels whose target features this CPU
+                // has; `a_s` / `bs` hold `tc` rows of strides `m_pad` / `n_pad` (the last one
+                // `mr` / `nr` wide) and `acc` has `mr · nr` elements.
+                unsafe { (self.kernel.tile)(a_s, m_pad, bs, n_pad, tc, acc) };
+                for r in 0..mh {
+                    z[(i + r) * n + j..][..nw].copy_from_slice(&acc[r * nr..][..nw]);
+                }
+            }
+        }
+    }
+}
+
 /// Splits `0..m` rows into contiguous groups so that `batch × groups` work items keep every
 /// thread busy (one group per sample when the batch alone suffices).
-fn row_groups(batch: usize, m: usize, threads: usize) -> Vec<(usize, usize)> {
+pub(crate) fn row_groups(batch: usize, m: usize, threads: usize) -> Vec<(usize, usize)> {
     const ALIGN: usize = 8;
     let want = (2 * threads).div_ceil(batch.max(1)).max(1);
     let per = m.div_ceil(want).div_ceil(ALIGN) * ALIGN;
@@ -164,9 +280,8 @@ struct Job<'a, T> {
 }
 
 impl<T> Job<'_, T> {
-    /// Rows `r0 .. r0 + z.len() / n` of sample `b`'s block: gathers each token chunk into two
-    /// row-major panels (`ap` `(tc, m_pad)`, `bp` `(tc, n_pad)`, zero padding to whole tiles), then
-    /// accumulates every `mr × nr` tile of `z` over the chunk with the widest kernel the CPU runs.
+    /// Rows `r0 .. r0 + z.len() / n` of sample `b`'s block: gathers each token chunk into the two
+    /// [`Panels`], then accumulates every tile of `z` over the chunk ([`Panels::accumulate`]).
     fn run<A: Accum>(&self, b: usize, r0: usize, z: &mut [A], scratch: &mut Vec<A>) -> Result<()>
     where
         T: Load<A>,
@@ -177,43 +292,22 @@ impl<T> Job<'_, T> {
             d_in,
             ..
         } = self.shape;
-        let kernel = A::kernel();
-        let (mr, nr) = (kernel.mr, kernel.nr);
         let n = self.cols.len() + usize::from(self.bias);
         let rows = &self.rows[r0..r0 + z.len() / n];
         let m = rows.len();
-        // Row strides: whole tiles plus one 64-byte line, so that a tile's column strip (one
-        // short run per token) spreads over all L1 sets instead of a few power-of-two ones.
-        let line = (64 / std::mem::size_of::<A>()).max(1);
-        let (m_pad, n_pad) = (m.div_ceil(mr) * mr + line, n.div_ceil(nr) * nr + line);
         let chunk = CHUNK.min(tokens);
-        // `scratch` is the worker's own buffer, kept across items and calls (no page faults);
-        // the padding columns are zeroed here and never written.
-        let (a_len, b_len) = (chunk * m_pad, chunk * n_pad);
-        scratch.clear();
-        alloc::resize(
-            scratch,
-            a_len + b_len + mr * nr,
-            A::ZERO,
-            "outer-product panel values",
-        )?;
-        let (ap, rest) = scratch.split_at_mut(a_len);
-        let (bp, acc) = rest.split_at_mut(b_len);
-        if self.bias {
-            for row in bp.chunks_exact_mut(n_pad) {
-                row[n - 1] = A::from_f32(1.0);
-            }
-        }
+        let mut p = Panels::new(scratch, chunk, m, n, self.bias)?;
+        let (m_pad, n_pad) = (p.m_pad, p.n_pad);
         let go = &self.go[b * tokens * d_out..(b + 1) * tokens * d_out];
         let x = &self.x[b * tokens * d_in..(b + 1) * tokens * d_in];
         for t0 in (0..tokens).step_by(chunk) {
             let tc = chunk.min(tokens - t0);
             let (go_c, x_c) = (&go[t0 * d_out..], &x[t0 * d_in..]);
-            for ((arow, brow), (g, xr)) in ap
-                .chunks_exact_mut(m_pad)
-                .zip(bp.chunks_exact_mut(n_pad))
-                .zip(go_c.chunks_exact(d_out).zip(x_c.chunks_exact(d_in)))
-                .take(tc)
+            for ((arow, brow), (g, xr)) in
+                p.ap.chunks_exact_mut(m_pad)
+                    .zip(p.bp.chunks_exact_mut(n_pad))
+                    .zip(go_c.chunks_exact(d_out).zip(x_c.chunks_exact(d_in)))
+                    .take(tc)
             {
                 for (d, &r) in arow.iter_mut().zip(rows) {
                     *d = g[r].load();
@@ -222,28 +316,7 @@ impl<T> Job<'_, T> {
                     *d = xr[c].load();
                 }
             }
-            // Column tiles outer: one column strip of `bp` stays in L1 while the row strips stream.
-            for j in (0..n).step_by(nr) {
-                let nw = nr.min(n - j);
-                let bs = &bp[j..(tc - 1) * n_pad + j + nr];
-                for i in (0..m).step_by(mr) {
-                    let mh = mr.min(m - i);
-                    let a_s = &ap[i..(tc - 1) * m_pad + i + mr];
-                    acc.fill(A::ZERO);
-                    if t0 > 0 {
-                        for r in 0..mh {
-                            acc[r * nr..][..nw].copy_from_slice(&z[(i + r) * n + j..][..nw]);
-                        }
-                    }
-                    // SAFETY: `A::kernel()` only returns kernels whose target features this CPU
-                    // has; `a_s` / `bs` hold `tc` rows of strides `m_pad` / `n_pad` (the last one
-                    // `mr` / `nr` wide) and `acc` has `mr · nr` elements.
-                    unsafe { (kernel.tile)(a_s, m_pad, bs, n_pad, tc, acc) };
-                    for r in 0..mh {
-                        z[(i + r) * n + j..][..nw].copy_from_slice(&acc[r * nr..][..nw]);
-                    }
-                }
-            }
+            p.accumulate(tc, t0 == 0, z);
         }
         Ok(())
     }

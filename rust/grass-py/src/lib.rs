@@ -1,6 +1,7 @@
 //! `grass_rs._core`: the PyO3 binding of grass-core. Conversion, GIL release and error mapping
 //! only; the algorithms live in `grass-core`.
 mod args;
+mod conv;
 mod cuda;
 mod errors;
 mod gather;
@@ -13,6 +14,8 @@ use pyo3::prelude::*;
 /// The compiled extension module.
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::conv::conv_masked_outer;
     #[pymodule_export]
     use super::gather::{gather_columns, masked_outer};
     #[pymodule_export]

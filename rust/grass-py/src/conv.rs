@@ -1,0 +1,65 @@
+//! `_core.conv_masked_outer`: FactGraSS's masked block of a convolution, gathered from its input.
+use crate::errors::{type_error, value_error};
+use crate::gil::run_detached;
+use crate::tensor::{borrow, disjoint, with_io_types};
+use pyo3::prelude::*;
+
+/// `out[b] = Σ_pos go[b, rows, pos] ⊗ [patch_pos(x[b])[cols], 1 if bias]` (see
+/// `grass_core::conv`).
+///
+/// `go` `(batch · c_out, h_out · w_out)` and `x` `(batch · c_in, h · w)` are the NCHW output
+/// gradient and (unpadded) input as C-contiguous 2-D CPU tensors of one dtype; `geometry` is
+/// `[batch, c_in, h, w, c_out, h_out, w_out, kh, kw, sh, sw, dh, dw, pad_top, pad_left]`; `out` is
+/// `(batch, len(rows) · (len(cols) + bias))`, float32 (float64 for float64 input).
+#[pyfunction]
+pub fn conv_masked_outer(
+    py: Python<'_>,
+    go: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    geometry: Vec<usize>,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+    bias: bool,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let g: [usize; 15] = geometry.as_slice().try_into().map_err(|_| {
+        value_error(format!(
+            "`geometry` must have 15 entries, got {}",
+            geometry.len()
+        ))
+    })?;
+    let shape = grass_core::conv::ConvShape {
+        batch: g[0],
+        c_in: g[1],
+        h: g[2],
+        w: g[3],
+        c_out: g[4],
+        h_out: g[5],
+        w_out: g[6],
+        kernel: (g[7], g[8]),
+        stride: (g[9], g[10]),
+        dilation: (g[11], g[12]),
+        pad: (g[13], g[14]),
+    };
+    let (gv, xv, ov) = (borrow(go, "go")?, borrow(x, "x")?, borrow(out, "out")?);
+    if gv.dtype != xv.dtype {
+        return Err(type_error(format!(
+            "`go` and `x` must have the same dtype, got {:?} and {:?}",
+            gv.dtype, xv.dtype
+        )));
+    }
+    disjoint(&gv, &ov)?;
+    disjoint(&xv, &ov)?;
+    let (rows, cols) = (&rows, &cols);
+    // SAFETY (all arms): the slice types match the checked dtypes, `out` is disjoint from both
+    // inputs, and all three Python objects are borrowed by this frame for the whole call.
+    unsafe {
+        with_io_types!(gv.dtype, ov.dtype, |T, A| {
+            let (g, x, o) = (gv.slice::<T>(), xv.slice::<T>(), ov.slice_mut::<A>());
+            let work = g.len() + x.len() + o.len();
+            run_detached(py, work, || {
+                grass_core::conv::conv_masked_outer(g, x, shape, rows, cols, bias, o)
+            })
+        })
+    }
+}
