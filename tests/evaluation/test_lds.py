@@ -296,3 +296,14 @@ def test_hooked_tasks_capture_every_example_like_one_attach() -> None:
                 torch.testing.assert_close(got[name], want[name].double(), rtol=1e-5, atol=1e-6)
         with pytest.raises(grass_rs.InvalidArgumentError, match="compressor"):
             task.compress("srht", 16, 0, repeats=0)
+
+
+def test_cnn_task_ground_truth_is_cached_and_reproducible(tmp_path: Path) -> None:
+    from grass_rs.evaluation.study import build_eval_task
+
+    task = build_eval_task("cnn", n_models=2, cache_dir=tmp_path)
+    assert task.outputs.shape == (2, 797) and np.isfinite(task.outputs).all()
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    again = build_eval_task("cnn", n_models=2, cache_dir=tmp_path)  # loaded from the cache
+    np.testing.assert_array_equal(again.outputs, task.outputs)
+    assert task.p == sum(p.numel() for p in again.model.parameters())

@@ -2,7 +2,7 @@
 
 ::
 
-    attributor = Attributor(model, store="runs/grads")      # GraSS per Linear layer by default
+    attributor = Attributor(model, store="runs/grads")      # FactGraSS(256) on every layer by default
     attributor.fit(train_loader)                              # gradients → store → block Fisher
     scores = attributor.score(test_loader)                   # (n_test, n_train) helpfulness
     helpful, harmful = grass_rs.influence.top_k(scores, 5)

@@ -35,6 +35,7 @@ __all__ = [
     "build_task",
     "make_projector",
     "per_sample_grads",
+    "retrain_classifiers",
 ]
 
 CLASSIFICATION_TASKS = ("digits", "breast_cancer")
@@ -146,6 +147,42 @@ class Task:
         return both[:n].double(), both[n:].double(), t
 
 
+def retrain_classifiers(
+    name: str,
+    build: Callable[[], nn.Module],
+    hp: dict[str, float],
+    data: tuple[torch.Tensor, ...],
+    n_models: int,
+    alpha: float,
+    cache_dir: str | Path,
+    seed: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, float, nn.Module]:
+    """The LDS ground truth of a classifier task: ``M`` random ``alpha``-subsets, the test margins
+    of a model retrained on each (or loaded from the cache), the seconds that took, and the model
+    trained on every training example.
+
+    Args:
+        name: task name (part of the cache key).
+        build: a fresh model (the same initialization every call).
+        hp: :func:`~grass_rs.data.bundled.train_classifier` hyper-parameters.
+        data: ``(x_train, y_train, x_test, y_test)``.
+    """
+    x_tr, y_tr, x_te, y_te = data
+    subsets = L.sample_subsets(x_tr.shape[0], n_models, alpha, seed=seed)
+    spec = cache_spec(name, n_train=int(x_tr.shape[0]), seed=seed, alpha=alpha, hp=hp)
+    t0 = time.perf_counter()
+    outputs = L.ground_truth(
+        lambda idx, m: train_classifier(build, x_tr[idx], y_tr[idx], hp),
+        lambda model: L.margin(model(x_te), y_te),
+        subsets,
+        cache=L.ModelCache(cache_dir, spec),
+        build_fn=build,
+        progress=progress,
+    )
+    return subsets, outputs, time.perf_counter() - t0, train_classifier(build, x_tr, y_tr, hp)
+
+
 def build_task(
     name: str,
     *,
@@ -160,19 +197,9 @@ def build_task(
         raise InvalidArgumentError(f"`task` must be one of {CLASSIFICATION_TASKS}, got {name!r}")
     x_tr, y_tr, x_te, y_te = load_classification(name, n_train=_N_TRAIN[name], seed=seed)
     build, hp = _builder(name, seed), TRAIN_HP[name]
-    subsets = L.sample_subsets(x_tr.shape[0], n_models, alpha, seed=seed)
-    spec = cache_spec(name, n_train=int(x_tr.shape[0]), seed=seed, alpha=alpha, hp=hp)
-    t0 = time.perf_counter()
-    outputs = L.ground_truth(
-        lambda idx, m: train_classifier(build, x_tr[idx], y_tr[idx], hp),
-        lambda model: L.margin(model(x_te), y_te),
-        subsets,
-        cache=L.ModelCache(cache_dir, spec),
-        build_fn=build,
-        progress=progress,
+    subsets, outputs, retrain_s, full = retrain_classifiers(
+        name, build, hp, (x_tr, y_tr, x_te, y_te), n_models, alpha, cache_dir, seed, progress
     )
-    retrain_s = time.perf_counter() - t0
-    full = train_classifier(build, x_tr, y_tr, hp)
     t0 = time.perf_counter()
     g_tr, g_te = per_sample_grads(full, x_tr, y_tr), per_sample_grads(full, x_te, y_te)
     return Task(name, subsets, outputs, g_tr, g_te, time.perf_counter() - t0, retrain_s)

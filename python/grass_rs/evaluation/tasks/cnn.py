@@ -12,7 +12,6 @@ retrained on random halves of the training set (full-batch Adam, one fixed initi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ import torch
 from torch import nn
 
 from ...capture import attach
-from ...data.bundled import load_classification, single_thread, train_classifier
-from .. import lds as L
-from .base import HookedTask, cache_spec
+from ...data.bundled import load_classification
+from .base import HookedTask
+from .classification import retrain_classifiers
 
 __all__ = ["CNN_COMPRESSORS", "CNN_HP", "CNN_KS", "CNNTask", "build_cnn", "build_cnn_task"]
 
@@ -101,19 +100,8 @@ def build_cnn_task(
 ) -> CNNTask:
     """Trains (or loads) the ``M`` subset CNNs; ground truth = margins of the test digits."""
     x_tr, y_tr, x_te, y_te = load_classification("digits", n_train=_N_TRAIN, seed=seed)
-    subsets = L.sample_subsets(x_tr.shape[0], n_models, alpha, seed=seed)
-    spec = cache_spec("cnn", n_train=int(x_tr.shape[0]), seed=seed, alpha=alpha, hp=CNN_HP)
     build = lambda: build_cnn(seed)  # noqa: E731
-    t0 = time.perf_counter()
-    outputs = L.ground_truth(
-        lambda idx, m: train_classifier(build, x_tr[idx], y_tr[idx], CNN_HP),
-        lambda model: L.margin(model(x_te), y_te),
-        subsets,
-        cache=L.ModelCache(cache_dir, spec),
-        build_fn=build,
-        progress=progress,
+    subsets, outputs, retrain_s, full = retrain_classifiers(
+        "cnn", build, CNN_HP, (x_tr, y_tr, x_te, y_te), n_models, alpha, cache_dir, seed, progress
     )
-    retrain_s = time.perf_counter() - t0
-    with single_thread():
-        full = train_classifier(build, x_tr, y_tr, CNN_HP)
     return CNNTask("cnn", subsets, outputs, full, x_tr, y_tr, x_te, y_te, retrain_s)
