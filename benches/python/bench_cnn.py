@@ -40,34 +40,16 @@ from torch.func import functional_call, grad, vmap
 
 import grass_rs
 from grass_rs.capture import layers as L
+from grass_rs.evaluation.tasks import cnn as cnn_task
 
 F = nn.functional
 METHODS = ("FactGraSS", "LoGra", "torch.func + GraSS", "torch.func + Gaussian")
 
 
-def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
-
-
-class Residual(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.a, self.b = conv_bn(c, c), conv_bn(c, c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.b(self.a(x))
-
-
 def resnet9(width: int, classes: int = 10) -> nn.Module:
-    """ResNet-9 (the GraSS paper's CIFAR model); ``width=64`` is the original."""
-    w = width
+    """ResNet-9 (the GraSS paper's CIFAR model, from the CNN task); ``width=64`` is the original."""
     torch.manual_seed(0)
-    return nn.Sequential(
-        conv_bn(3, w), conv_bn(w, 2 * w, pool=True), Residual(2 * w),
-        conv_bn(2 * w, 4 * w, pool=True), conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8 * w, classes),
-    ).eval()  # fmt: skip
+    return cnn_task.resnet9(width, classes).eval()
 
 
 def round_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:

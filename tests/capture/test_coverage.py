@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 import grass_rs
 from grass_rs.capture import CoverageWarning
 from grass_rs.capture import layers as L
+from grass_rs.evaluation.tasks.cnn import resnet9
 
 F = nn.functional
 f64 = torch.float64
@@ -300,30 +301,6 @@ def test_batchnorm_in_train_mode_is_a_clear_error() -> None:
 # --- whole models: coverage 100 % and every block exact -------------------------------------------------
 
 
-def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
-
-
-class Residual(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.a, self.b = conv_bn(c, c), conv_bn(c, c)
-
-    def forward(self, x):
-        return x + self.b(self.a(x))
-
-
-def resnet9(width: int = 4, classes: int = 3) -> nn.Sequential:
-    """ResNet-9 (the GraSS paper's CIFAR model) with its layout and a configurable width."""
-    w = width
-    return nn.Sequential(
-        conv_bn(3, w), conv_bn(w, 2 * w, pool=True), Residual(2 * w),
-        conv_bn(2 * w, 4 * w, pool=True), conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8 * w, classes),
-    )  # fmt: skip
-
-
 def randomize_bn(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -336,7 +313,7 @@ def randomize_bn(model: nn.Module) -> None:
 @pytest.mark.parametrize("factory", ["factgrass", "logra"])
 def test_resnet9_every_parameter_exact(factory: str) -> None:
     torch.manual_seed(5)
-    model = resnet9().to(f64)
+    model = resnet9(width=4, classes=3).to(f64)
     randomize_bn(model)
     model.eval()
     x, y = torch.randn(3, 3, 16, 16, dtype=f64), torch.randint(0, 3, (3,))

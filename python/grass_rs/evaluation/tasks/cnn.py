@@ -25,13 +25,40 @@ from ...data.bundled import load_classification
 from .base import HookedTask
 from .classification import retrain_classifiers
 
-__all__ = ["CNN_COMPRESSORS", "CNN_HP", "CNN_KS", "CNNTask", "build_cnn", "build_cnn_task"]
+__all__ = ["CNN_COMPRESSORS", "CNN_HP", "CNN_KS", "CNNTask", "build_cnn", "build_cnn_task", "resnet9"]
 
 CNN_COMPRESSORS = ("grass", "factgrass", "logra", "gaussian")
 #: ``k`` per layer (perfect squares, as LoGra needs).
 CNN_KS = (16, 64)
 CNN_HP: dict[str, float] = {"steps": 300, "lr": 1e-2, "weight_decay": 1e-3}
 _N_TRAIN = 1000
+
+
+def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a, self.b = _conv_bn(c, c), _conv_bn(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.a(x))
+
+
+def resnet9(width: int = 64, classes: int = 10) -> nn.Sequential:
+    """ResNet-9, the GraSS paper's CIFAR model (``width=64`` is the original, 6.57 M parameters):
+    conv-BN-ReLU blocks with max-pooling, two residual blocks, a max-pool and a Linear head. Used by
+    ``benches/python/bench_cnn.py`` and the whole-model coverage tests (in ``eval()`` mode there:
+    BatchNorm couples the samples of a batch in train mode)."""
+    w = width
+    return nn.Sequential(
+        _conv_bn(3, w), _conv_bn(w, 2 * w, pool=True), _Residual(2 * w),
+        _conv_bn(2 * w, 4 * w, pool=True), _conv_bn(4 * w, 8 * w, pool=True), _Residual(8 * w),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8 * w, classes),
+    )  # fmt: skip
 
 
 def build_cnn(seed: int = 0) -> nn.Module:
