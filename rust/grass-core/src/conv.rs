@@ -325,13 +325,7 @@ impl<T> Job<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(state: &mut u64) -> f64 {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    }
+    use crate::micro::lcg;
 
     /// The definition, in float64 with plain loops over the zero-padded input.
     fn reference(

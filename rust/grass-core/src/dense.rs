@@ -9,7 +9,7 @@
 use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{invalid, Error, Result};
+use crate::error::{at_least_one, Error, Result};
 use crate::gauss;
 use crate::hash::{hash, stream_key, Stream};
 use crate::parallel::{self, SyncPtr};
@@ -84,12 +84,8 @@ impl Dense {
     /// # Errors
     /// `InvalidArgument` when a dimension is zero.
     pub fn new(kind: DenseKind, in_dim: usize, out_dim: usize, seed: u64) -> Result<Self> {
-        if in_dim == 0 {
-            return Err(invalid("in_dim", "must be at least 1"));
-        }
-        if out_dim == 0 {
-            return Err(invalid("out_dim", "must be at least 1"));
-        }
+        at_least_one("in_dim", in_dim)?;
+        at_least_one("out_dim", out_dim)?;
         in_dim.checked_mul(out_dim).ok_or(Error::TooLarge {
             what: "in_dim * out_dim",
         })?;

@@ -66,6 +66,15 @@ pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// `InvalidArgument` for `name` when the dimension `value` is zero.
+pub(crate) fn at_least_one(name: &'static str, value: usize) -> Result<()> {
+    if value == 0 {
+        Err(invalid(name, "must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks that a row-major `(batch, dim)` buffer has the right length.
 ///
 /// # Errors

@@ -3,7 +3,7 @@
 use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{check_len, invalid, Result};
+use crate::error::{at_least_one, check_len, invalid, Result};
 use crate::hash::{below, hash, stream_key, Stream};
 use crate::parallel::{self, SyncPtr};
 use crate::projection::Projection;
@@ -186,9 +186,7 @@ impl Mask {
     /// `InvalidArgument` unless `1 ≤ out_dim ≤ in_dim`; `OutOfMemory` when the `out_dim`
     /// indices cannot be allocated; `Cancelled`.
     pub fn new(in_dim: usize, out_dim: usize, seed: u64, scale: bool) -> Result<Self> {
-        if in_dim == 0 {
-            return Err(invalid("in_dim", "must be at least 1"));
-        }
+        at_least_one("in_dim", in_dim)?;
         if out_dim == 0 || out_dim > in_dim {
             return Err(invalid(
                 "out_dim",

@@ -207,16 +207,19 @@ macro_rules! impl_micro {
 impl_micro!(f32, tile_f32_avx512, 16, tile_f32_avx2, 8);
 impl_micro!(f64, tile_f64_avx512, 8, tile_f64_avx2, 4);
 
+/// A 64-bit LCG step returning a value in `[-0.5, 0.5)`: the test inputs of this module,
+/// `outer` and `conv`.
+#[cfg(test)]
+pub(crate) fn lcg(state: &mut u64) -> f64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(state: &mut u64) -> f64 {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    }
 
     /// Every kernel this CPU can run (portable, AVX2, AVX-512) against the plain sum, on strided
     /// panels, accumulating onto a non-zero `acc`.

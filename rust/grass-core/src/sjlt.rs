@@ -6,7 +6,7 @@
 use crate::buckets::{Buckets, BLOCK};
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{invalid, Error, Result};
+use crate::error::{at_least_one, invalid, Error, Result};
 use crate::hash::{stream_key, Stream};
 use crate::lanes::{gather_lanes, lane_rows, project_group, project_one, Lanes, LANES};
 use crate::parallel::{self, SyncPtr};
@@ -32,9 +32,7 @@ impl Sjlt {
     /// `InvalidArgument` when a dimension is zero, `out_dim ≥ 2³¹`, or `c ∉ 1..=out_dim`;
     /// `TooLarge` when `in_dim · c` overflows; `OutOfMemory`; `Cancelled`.
     pub fn new(in_dim: usize, out_dim: usize, c: usize, seed: u64) -> Result<Self> {
-        if in_dim == 0 {
-            return Err(invalid("in_dim", "must be at least 1"));
-        }
+        at_least_one("in_dim", in_dim)?;
         if out_dim == 0 || out_dim >= SIGN_BIT as usize {
             return Err(invalid(
                 "out_dim",

@@ -18,7 +18,7 @@
 use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
-use crate::error::{invalid, Result};
+use crate::error::{at_least_one, invalid, Result};
 use crate::hash::{hash, mix64, stream_key, Stream};
 use crate::mask;
 use crate::parallel;
@@ -45,9 +45,7 @@ impl Srht {
     /// `InvalidArgument` when `in_dim == 0` or `out_dim ∉ 1..=in_dim.next_power_of_two()`;
     /// `OutOfMemory` when the `in_dim` signs or `out_dim` rows cannot be allocated; `Cancelled`.
     pub fn new(in_dim: usize, out_dim: usize, seed: u64) -> Result<Self> {
-        if in_dim == 0 {
-            return Err(invalid("in_dim", "must be at least 1"));
-        }
+        at_least_one("in_dim", in_dim)?;
         let padded = in_dim
             .checked_next_power_of_two()
             .ok_or_else(|| invalid("in_dim", "its next power of two overflows"))?;
@@ -116,6 +114,36 @@ impl Srht {
     fn scale<A: Accum>(&self) -> A {
         A::from_f64(1.0 / (self.out_dim() as f64).sqrt())
     }
+
+    /// Runs `f(sample, buf, out_row)` on each of the `batch` samples of `input` (`in_len` values
+    /// each) and rows of `out` (`out_len` values each), in parallel, checking for cancellation
+    /// before each sample. `buf` is a scratch buffer of `padded` values, one per task of a few
+    /// samples (rayon may call a `for_each_init` init once per sample, and a fresh buffer of
+    /// `padded` values is mapped and faulted in each time); `f` must not rely on its contents.
+    fn per_sample<I: Sync, A: Accum>(
+        &self,
+        input: &[I],
+        in_len: usize,
+        out: &mut [A],
+        out_len: usize,
+        batch: usize,
+        f: impl Fn(&[I], &mut [A], &mut [A]) + Sync,
+    ) -> Result<()> {
+        let stop = Stop::current();
+        let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
+        parallel::install(|| {
+            out.par_chunks_mut(out_len * per_task)
+                .zip(input.par_chunks(in_len * per_task))
+                .try_for_each(|(o, xs)| {
+                    let mut buf = alloc::vec_of(self.padded, A::ZERO, "SRHT padded values")?;
+                    for (o, xs) in o.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
+                        stop.check()?;
+                        f(xs, &mut buf, o);
+                    }
+                    Ok(())
+                })
+        })
+    }
 }
 
 impl Projection for Srht {
@@ -134,50 +162,24 @@ impl Projection for Srht {
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
-        let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
-        let stop = Stop::current();
         let scale: A = self.scale();
-        // One scratch buffer per task of a few samples (rayon may call a `for_each_init` init
-        // once per sample, and a fresh buffer of `n` values is mapped and faulted in each time).
-        let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
-        parallel::install(|| {
-            out.par_chunks_mut(k * per_task)
-                .zip(x.par_chunks(p * per_task))
-                .try_for_each(|(o, xs)| {
-                    let mut buf = alloc::vec_of(n, A::ZERO, "SRHT padded values")?;
-                    for (o, xs) in o.chunks_exact_mut(k).zip(xs.chunks_exact(p)) {
-                        stop.check()?;
-                        project_sample(&self.signs, &self.rows, scale, xs, &mut buf, o);
-                    }
-                    Ok(())
-                })
+        self.per_sample(x, self.in_dim, out, self.out_dim(), batch, |xs, buf, o| {
+            project_sample(&self.signs, &self.rows, scale, xs, buf, o);
         })
     }
 
     /// The adjoint `Pᵀ = (1/√k) · D · H · Sᵀ` (truncated to the first `in_dim` coordinates).
     fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
-        let (p, k, n) = (self.in_dim, self.out_dim(), self.padded);
-        let stop = Stop::current();
         let scale: A = self.scale();
-        let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
-        parallel::install(|| {
-            out.par_chunks_mut(p * per_task)
-                .zip(y.par_chunks(k * per_task))
-                .try_for_each(|(o, ys)| {
-                    let mut buf = alloc::vec_of(n, A::ZERO, "SRHT padded values")?;
-                    for (o, ys) in o.chunks_exact_mut(p).zip(ys.chunks_exact(k)) {
-                        stop.check()?;
-                        buf.fill(A::ZERO);
-                        for (&v, &r) in ys.iter().zip(&self.rows) {
-                            buf[r] = v;
-                        }
-                        fwht(&mut buf);
-                        for (j, (dst, &b)) in o.iter_mut().zip(buf.iter()).enumerate() {
-                            *dst = (b * scale).flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
-                        }
-                    }
-                    Ok(())
-                })
+        self.per_sample(y, self.out_dim(), out, self.in_dim, batch, |ys, buf, o| {
+            buf.fill(A::ZERO);
+            for (&v, &r) in ys.iter().zip(&self.rows) {
+                buf[r] = v;
+            }
+            fwht(buf);
+            for (j, (dst, &b)) in o.iter_mut().zip(buf.iter()).enumerate() {
+                *dst = (b * scale).flip(self.signs[j / 64] >> (j % 64) & 1 == 1);
+            }
         })
     }
 }

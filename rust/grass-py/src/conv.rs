@@ -1,7 +1,6 @@
 //! `_core.conv_masked_outer`: FactGraSS's masked block of a convolution, gathered from its input.
-use crate::errors::{type_error, value_error};
-use crate::gil::run_detached;
-use crate::tensor::{borrow, disjoint, with_io_types};
+use crate::errors::value_error;
+use crate::gather::{borrow_outer, run_masked_outer};
 use pyo3::prelude::*;
 
 /// `out[b] = Σ_pos go[b, rows, pos] ⊗ [patch_pos(x[b])[cols], 1 if bias]` (see
@@ -41,25 +40,9 @@ pub fn conv_masked_outer(
         dilation: (g[11], g[12]),
         pad: (g[13], g[14]),
     };
-    let (gv, xv, ov) = (borrow(go, "go")?, borrow(x, "x")?, borrow(out, "out")?);
-    if gv.dtype != xv.dtype {
-        return Err(type_error(format!(
-            "`go` and `x` must have the same dtype, got {:?} and {:?}",
-            gv.dtype, xv.dtype
-        )));
-    }
-    disjoint(&gv, &ov)?;
-    disjoint(&xv, &ov)?;
+    let (gv, xv, ov) = borrow_outer(go, x, out)?;
     let (rows, cols) = (&rows, &cols);
-    // SAFETY (all arms): the slice types match the checked dtypes, `out` is disjoint from both
-    // inputs, and all three Python objects are borrowed by this frame for the whole call.
-    unsafe {
-        with_io_types!(gv.dtype, ov.dtype, |T, A| {
-            let (g, x, o) = (gv.slice::<T>(), xv.slice::<T>(), ov.slice_mut::<A>());
-            let work = g.len() + x.len() + o.len();
-            run_detached(py, work, || {
-                grass_core::conv::conv_masked_outer(g, x, shape, rows, cols, bias, o)
-            })
-        })
-    }
+    run_masked_outer!(py, gv, xv, ov, |g, x, o| {
+        grass_core::conv::conv_masked_outer(g, x, shape, rows, cols, bias, o)
+    })
 }

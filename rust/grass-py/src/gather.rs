@@ -2,7 +2,7 @@
 use crate::args::usize_arg;
 use crate::errors::{type_error, value_error};
 use crate::gil::run_detached;
-use crate::tensor::{borrow, disjoint, with_io_types};
+use crate::tensor::{borrow, disjoint, with_io_types, TensorView};
 use pyo3::prelude::*;
 
 /// `out[b][m] = x[b][idx[m]]`: `x` `(rows, p)`, `out` `(rows, len(idx))`, C-contiguous CPU
@@ -57,13 +57,7 @@ pub fn masked_outer(
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let tokens = usize_arg(tokens, "tokens")?;
-    let (gv, xv, ov) = (borrow(go, "go")?, borrow(x, "x")?, borrow(out, "out")?);
-    if gv.dtype != xv.dtype {
-        return Err(type_error(format!(
-            "`go` and `x` must have the same dtype, got {:?} and {:?}",
-            gv.dtype, xv.dtype
-        )));
-    }
+    let (gv, xv, ov) = borrow_outer(go, x, out)?;
     if tokens == 0 || gv.rows % tokens != 0 || xv.rows != gv.rows {
         return Err(value_error(format!(
             "`go` ({} rows) and `x` ({} rows) must both have batch · tokens rows, tokens = {tokens}",
@@ -76,18 +70,46 @@ pub fn masked_outer(
         d_out: gv.cols,
         d_in: xv.cols,
     };
-    disjoint(&gv, &ov)?;
-    disjoint(&xv, &ov)?;
     let (rows, cols) = (&rows, &cols);
-    // SAFETY (all arms): the slice types match the checked dtypes, `out` is disjoint from both
-    // inputs, and all three Python objects are borrowed by this frame for the whole call.
-    unsafe {
-        with_io_types!(gv.dtype, ov.dtype, |T, A| {
-            let (g, x, o) = (gv.slice::<T>(), xv.slice::<T>(), ov.slice_mut::<A>());
-            let work = g.len() + x.len() + o.len();
-            run_detached(py, work, || {
-                grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
-            })
-        })
-    }
+    run_masked_outer!(py, gv, xv, ov, |g, x, o| {
+        grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+    })
 }
+
+/// Borrows the `go`, `x` and `out` of a masked outer product (dense or convolution), checking
+/// that `go` and `x` share a dtype.
+pub(crate) fn borrow_outer<'py>(
+    go: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    out: &Bound<'py, PyAny>,
+) -> PyResult<(TensorView<'py>, TensorView<'py>, TensorView<'py>)> {
+    let (gv, xv, ov) = (borrow(go, "go")?, borrow(x, "x")?, borrow(out, "out")?);
+    if gv.dtype != xv.dtype {
+        return Err(type_error(format!(
+            "`go` and `x` must have the same dtype, got {:?} and {:?}",
+            gv.dtype, xv.dtype
+        )));
+    }
+    Ok((gv, xv, ov))
+}
+
+/// Checks that the view `$ov` overlaps neither `$gv` nor `$xv` (views from [`borrow_outer`],
+/// borrowed by the calling frame for the whole call), then evaluates `$call` with the GIL
+/// released, `$g`, `$x`, `$o` bound to the three slices at the dtypes [`with_io_types!`] picks.
+macro_rules! run_masked_outer {
+    ($py:expr, $gv:ident, $xv:ident, $ov:ident, |$g:ident, $x:ident, $o:ident| $call:expr) => {{
+        $crate::tensor::disjoint(&$gv, &$ov)?;
+        $crate::tensor::disjoint(&$xv, &$ov)?;
+        // SAFETY (all arms): the slice types match the checked dtypes, `out` is disjoint from
+        // both inputs, and all three Python objects are borrowed by the calling frame for the
+        // whole call.
+        unsafe {
+            $crate::tensor::with_io_types!($gv.dtype, $ov.dtype, |T, A| {
+                let ($g, $x, $o) = ($gv.slice::<T>(), $xv.slice::<T>(), $ov.slice_mut::<A>());
+                let work = $g.len() + $x.len() + $o.len();
+                $crate::gil::run_detached($py, work, || $call)
+            })
+        }
+    }};
+}
+pub(crate) use run_masked_outer;
