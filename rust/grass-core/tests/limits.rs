@@ -91,3 +91,78 @@ fn a_flag_set_mid_call_stops_it_quickly() {
         "stopped {late:?} after the flag"
     );
 }
+
+mod fuzz {
+    //! Property tests over the sizes users pass to the constructors: every combination either
+    //! builds a projector that projects and transposes correctly-sized buffers, or returns an
+    //! error; none panics or aborts. Sizes are either small (built and run) or beyond the address
+    //! space, where any allocation fails whatever the overcommit policy (they must fail fallibly
+    //! or build without allocating); never in between (a real multi-GiB allocation would only
+    //! test the machine).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(
+        kind: u8,
+        in_dim: usize,
+        out_dim: usize,
+        mask_dim: usize,
+        c: usize,
+        seed: u64,
+    ) -> grass_core::Result<Projector> {
+        Ok(match kind % 5 {
+            0 => Sjlt::new(in_dim, out_dim, c, seed)?.into(),
+            1 => Mask::new(in_dim, out_dim, seed, c.is_multiple_of(2))?.into(),
+            2 => Grass::new(in_dim, out_dim, mask_dim, c, seed)?.into(),
+            3 => Dense::new(DenseKind::Rademacher, in_dim, out_dim, seed)?.into(),
+            _ => Srht::new(in_dim, out_dim, seed)?.into(),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn small_sizes_build_and_run_or_fail_cleanly(
+            kind in 0u8..5, in_dim in 0usize..600, out_dim in 0usize..80, mask_dim in 0usize..700,
+            c in 0usize..6, seed in any::<u64>(), batch in 1usize..4,
+        ) {
+            match build(kind, in_dim, out_dim, mask_dim, c, seed) {
+                Ok(p) => {
+                    prop_assert_eq!((p.in_dim(), p.out_dim()), (in_dim, out_dim));
+                    let x = vec![1.0f32; batch * in_dim];
+                    let mut out = vec![f32::NAN; batch * out_dim];
+                    prop_assert!(p.project(&x, batch, &mut out).is_ok());
+                    prop_assert!(out.iter().all(|v| v.is_finite()));
+                    let mut back = vec![f32::NAN; batch * in_dim];
+                    prop_assert!(p.transpose(&out, batch, &mut back).is_ok());
+                    prop_assert!(back.iter().all(|v| v.is_finite()));
+                    // a wrongly sized output is an error, not a panic
+                    let mut short = vec![0f32; (batch * out_dim).saturating_sub(1)];
+                    prop_assert!(p.project(&x, batch, &mut short).is_err() || out_dim == 0);
+                }
+                Err(e) => prop_assert!(
+                    matches!(e, Error::InvalidArgument { .. } | Error::Shape { .. }),
+                    "unexpected error {e:?}"
+                ),
+            }
+        }
+
+        #[test]
+        fn sizes_beyond_memory_fail_fallibly(
+            kind in 0u8..5, in_shift in 51u32..63, out_shift in 45u32..62, mask_shift in 45u32..62,
+            c in 1usize..5, seed in any::<u64>(),
+        ) {
+            let in_dim = 1usize << in_shift;
+            let (out_dim, mask_dim) = (1usize << out_shift.min(in_shift), 1usize << mask_shift.min(in_shift));
+            // Ok is fine when nothing is allocated up front (SJLT/Dense generate on the fly);
+            // an allocation beyond memory must come back as an error.
+            if let Err(e) = build(kind, in_dim, out_dim, mask_dim, c, seed) {
+                prop_assert!(
+                    matches!(e, Error::OutOfMemory { .. } | Error::InvalidArgument { .. } | Error::TooLarge { .. }),
+                    "unexpected error {e:?}"
+                );
+            }
+        }
+    }
+}
