@@ -1,13 +1,16 @@
-"""torch's OpenMP pool vs grass-rs's rayon pool on few cores: the time of a grass-rs call made right
-after a torch op, under torch's default OpenMP wait policy and with ``OMP_WAIT_POLICY=PASSIVE``, and
-with grass-rs on 1 thread or on all cores.
+"""torch's OpenMP team vs grass-rs's parallel work on few cores: the time of a grass-rs call made right
+after a torch op (and of a torch op right after a grass-rs call), under torch's default OpenMP wait
+policy and with ``OMP_WAIT_POLICY=PASSIVE``, with grass-rs's work on torch's OpenMP team (the
+default) or on its own rayon pool, on 1 thread or on all cores.
 
-Run: ``python benches/python/bench_interplay.py`` (each configuration in its own subprocess, because
-the wait policy is read when torch loads OpenMP).
+Run: ``python benches/python/bench_interplay.py [--rounds 3]`` (each configuration in its own
+subprocess, because the wait policy is read when torch loads OpenMP). Each cell is the median over
+rounds of each round's median of 30 calls, with the spread over rounds in brackets.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -17,12 +20,13 @@ import time
 CHILD = "--child"
 
 
-def child(threads: int) -> None:
+def child(backend: str, threads: int) -> None:
     import torch
 
     import grass_rs
 
     torch.set_num_threads(2)
+    grass_rs.set_thread_backend(backend)
     grass_rs.set_num_threads(threads)
     x = torch.randn(64, 1 << 17)
     a = torch.randn(512, 512)
@@ -55,30 +59,46 @@ def child(threads: int) -> None:
     )
 
 
+def cell(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med:.2f} [{min(values):.2f}–{max(values):.2f}]"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="subprocess rounds per configuration")
+    rounds = parser.parse_args().rounds
     print(
-        "| OMP_WAIT_POLICY | grass-rs threads | SJLT alone ms | SJLT after a@a ms "
+        "| OMP_WAIT_POLICY | grass-rs backend | threads | SJLT alone ms | SJLT after a@a ms "
         "| a@a alone ms | a@a after SJLT ms |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for policy in ("(default)", "PASSIVE"):
-        for threads in (2, 1):
-            env = dict(os.environ)
-            env.pop("OMP_WAIT_POLICY", None)
-            if policy != "(default)":
-                env["OMP_WAIT_POLICY"] = policy
-            out = subprocess.run(
-                [sys.executable, __file__, CHILD, str(threads)],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-            print(f"| {policy} | {threads} | {out[0]} | {out[1]} | {out[2]} | {out[3]} |")
+        for backend in ("openmp", "rayon"):
+            for threads in (2, 1):
+                env = dict(os.environ)
+                env.pop("OMP_WAIT_POLICY", None)
+                if policy != "(default)":
+                    env["OMP_WAIT_POLICY"] = policy
+                runs = [
+                    [
+                        float(v)
+                        for v in subprocess.run(
+                            [sys.executable, __file__, CHILD, backend, str(threads)],
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        ).stdout.split()
+                    ]
+                    for _ in range(rounds)
+                ]
+                cols = " | ".join(cell([r[c] for r in runs]) for c in range(4))
+                print(f"| {policy} | {backend} | {threads} | {cols} |")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == CHILD:
-        child(int(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[1] == CHILD:
+        child(sys.argv[2], int(sys.argv[3]))
     else:
         main()

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import sys
 
-from . import _core
+from . import _core, _threads
 from ._core import get_deterministic, get_num_threads, set_deterministic, set_num_threads
+from ._threads import set_thread_backend, thread_backend
 from .attribution import (
     TRAK,
     Attributor,
@@ -109,9 +110,13 @@ __all__ = [
     "projector",
     "set_deterministic",
     "set_num_threads",
+    "set_thread_backend",
+    "thread_backend",
     "top_k",
     "trak_scores",
 ]
+
+_threads.configure()
 
 # Module paths of earlier releases (``import grass_rs.lds``, ``from grass_rs.hooks import attach``)
 # keep working as aliases of their new homes.

@@ -1,5 +1,6 @@
 """Ctrl-C reaches long Rust calls: SIGINT during a multi-second projection raises
-``KeyboardInterrupt`` within a fraction of a second (the core polls a cancellation flag per chunk)."""
+``KeyboardInterrupt`` within a fraction of a second (the core polls a cancellation flag per chunk),
+on either thread backend, and Python's own SIGINT handling is back in place afterwards."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 import pytest
 
 CHILD = r"""
-import sys, time
+import os, signal, sys, time
 import numpy as np
 from grass_rs import _core
 
@@ -26,7 +27,17 @@ t0 = time.monotonic()
 try:
     proj.project(x, out)
 except KeyboardInterrupt:
-    print(f"interrupted {time.monotonic() - t0:.3f}", flush=True)
+    took = time.monotonic() - t0
+    # Python's handler is back: a later SIGINT interrupts plain Python code as usual.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        print("second SIGINT ignored", flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+    print(f"interrupted {took:.3f}", flush=True)
     sys.exit(0)
 print("finished", flush=True)
 sys.exit(1)
@@ -38,12 +49,14 @@ ROUND_TRIP_S = 5.0
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigint_interrupts_a_long_projection() -> None:
+@pytest.mark.parametrize("backend", ["openmp", "rayon"])
+def test_sigint_interrupts_a_long_projection(backend: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, GRASS_THREAD_BACKEND=backend),
     )
     try:
         assert proc.stdout is not None

@@ -8,7 +8,6 @@ use crate::elem::Accum;
 use crate::error::Result;
 use crate::hash::{below, hash};
 use crate::parallel;
-use rayon::prelude::*;
 
 /// Largest `in_dim · c` whose index table is cached (larger ones are hashed on the fly).
 pub const TABLE_LIMIT: usize = 1 << 25;
@@ -45,15 +44,10 @@ impl Buckets {
         if len <= TABLE_LIMIT {
             let mut table = alloc::vec_of(len, 0u32, "SJLT table entries")?;
             let stop = Stop::current();
-            parallel::install(|| {
-                table
-                    .par_chunks_mut(BLOCK * c)
-                    .enumerate()
-                    .try_for_each(|(i, chunk)| {
-                        stop.check()?;
-                        b.fill_entries(i * BLOCK, chunk);
-                        Ok(())
-                    })
+            parallel::try_chunks_mut(&mut table, BLOCK * c, |i, chunk| {
+                stop.check()?;
+                b.fill_entries(i * BLOCK, chunk);
+                Ok(())
             })?;
             b.table = Some(table);
         }

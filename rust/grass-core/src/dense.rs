@@ -14,7 +14,6 @@ use crate::gauss;
 use crate::hash::{hash, stream_key, Stream};
 use crate::parallel::{self, SyncPtr};
 use crate::projection::Projection;
-use rayon::prelude::*;
 
 /// Which dense distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,72 +221,71 @@ impl Projection for Dense {
             .collect();
         let dst = SyncPtr::new(out);
         let stop = Stop::current();
-        parallel::install(|| {
-            items.into_par_iter().try_for_each(|(cb, bb)| {
-                let (i0, b0) = (cb * COLS, bb * batch_block);
-                let (cols, nb) = (COLS.min(k - i0), batch_block.min(batch - b0));
-                let (cols_pad, nb_pad) = (cols.div_ceil(nr) * nr, nb.div_ceil(mr) * mr);
-                // acc: micro tiles (row tile r, column tile c), each `mr × nr` row-major
-                let mut acc = alloc::vec_of(nb_pad * cols_pad, A::ZERO, "dense accumulators")?;
-                let (mut tile, mut tb, mut xt) = (Vec::new(), Vec::new(), Vec::new());
-                for j0 in (0..p).step_by(ROWS) {
-                    stop.check()?;
-                    let rows = ROWS.min(p - j0);
-                    self.tile(j0, rows, i0, cols, &mut tile);
-                    let b_pan: &[A] = if cols == cols_pad {
-                        &tile
-                    } else {
-                        tb.clear();
-                        for row in tile.chunks_exact(cols) {
-                            tb.extend_from_slice(row);
-                            tb.resize(tb.len() + cols_pad - cols, A::ZERO);
-                        }
-                        &tb
-                    };
-                    // xt: the batch block's inputs transposed into panels of `mr` samples,
-                    // `xt[rt][j][r] = x[b0 + rt·mr + r][j0 + j]` (zero-padded)
-                    xt.clear();
-                    xt.resize(rows * nb_pad, A::ZERO);
-                    for b in 0..nb {
-                        let xr = &x[(b0 + b) * p + j0..][..rows];
-                        let panel = &mut xt[(b / mr) * rows * mr + b % mr..];
-                        for (j, v) in xr.iter().enumerate() {
-                            panel[j * mr] = v.load();
-                        }
+        parallel::try_for_each(items.len(), |item| {
+            let (cb, bb) = items[item];
+            let (i0, b0) = (cb * COLS, bb * batch_block);
+            let (cols, nb) = (COLS.min(k - i0), batch_block.min(batch - b0));
+            let (cols_pad, nb_pad) = (cols.div_ceil(nr) * nr, nb.div_ceil(mr) * mr);
+            // acc: micro tiles (row tile r, column tile c), each `mr × nr` row-major
+            let mut acc = alloc::vec_of(nb_pad * cols_pad, A::ZERO, "dense accumulators")?;
+            let (mut tile, mut tb, mut xt) = (Vec::new(), Vec::new(), Vec::new());
+            for j0 in (0..p).step_by(ROWS) {
+                stop.check()?;
+                let rows = ROWS.min(p - j0);
+                self.tile(j0, rows, i0, cols, &mut tile);
+                let b_pan: &[A] = if cols == cols_pad {
+                    &tile
+                } else {
+                    tb.clear();
+                    for row in tile.chunks_exact(cols) {
+                        tb.extend_from_slice(row);
+                        tb.resize(tb.len() + cols_pad - cols, A::ZERO);
                     }
-                    // Column tiles outer: one `b_pan` strip stays in L1 while the panels stream.
-                    let col_tiles = cols_pad / nr;
-                    for ct in 0..col_tiles {
-                        for rt in 0..nb_pad / mr {
-                            let acc_t = &mut acc[(rt * col_tiles + ct) * mr * nr..][..mr * nr];
-                            // SAFETY: `A::kernel()` only returns kernels this CPU runs; the panel
-                            // holds `rows` rows of `mr`, `b_pan` `rows` rows of stride
-                            // `cols_pad ≥ ct·nr + nr`; `acc_t` has `mr · nr` elements.
-                            unsafe {
-                                (kern.tile)(
-                                    &xt[rt * rows * mr..][..rows * mr],
-                                    mr,
-                                    &b_pan[ct * nr..],
-                                    cols_pad,
-                                    rows,
-                                    acc_t,
-                                );
-                            }
+                    &tb
+                };
+                // xt: the batch block's inputs transposed into panels of `mr` samples,
+                // `xt[rt][j][r] = x[b0 + rt·mr + r][j0 + j]` (zero-padded)
+                xt.clear();
+                xt.resize(rows * nb_pad, A::ZERO);
+                for b in 0..nb {
+                    let xr = &x[(b0 + b) * p + j0..][..rows];
+                    let panel = &mut xt[(b / mr) * rows * mr + b % mr..];
+                    for (j, v) in xr.iter().enumerate() {
+                        panel[j * mr] = v.load();
+                    }
+                }
+                // Column tiles outer: one `b_pan` strip stays in L1 while the panels stream.
+                let col_tiles = cols_pad / nr;
+                for ct in 0..col_tiles {
+                    for rt in 0..nb_pad / mr {
+                        let acc_t = &mut acc[(rt * col_tiles + ct) * mr * nr..][..mr * nr];
+                        // SAFETY: `A::kernel()` only returns kernels this CPU runs; the panel
+                        // holds `rows` rows of `mr`, `b_pan` `rows` rows of stride
+                        // `cols_pad ≥ ct·nr + nr`; `acc_t` has `mr · nr` elements.
+                        unsafe {
+                            (kern.tile)(
+                                &xt[rt * rows * mr..][..rows * mr],
+                                mr,
+                                &b_pan[ct * nr..],
+                                cols_pad,
+                                rows,
+                                acc_t,
+                            );
                         }
                     }
                 }
-                for (t, acc_t) in acc.chunks_exact(mr * nr).enumerate() {
-                    let (r0, c0) = ((t / (cols_pad / nr)) * mr, (t % (cols_pad / nr)) * nr);
-                    for (r, row) in acc_t.chunks_exact(nr).enumerate() {
-                        for (c, &v) in row.iter().enumerate() {
-                            if r0 + r < nb && c0 + c < cols {
-                                dst.write((b0 + r0 + r) * k + i0 + c0 + c, v);
-                            }
+            }
+            for (t, acc_t) in acc.chunks_exact(mr * nr).enumerate() {
+                let (r0, c0) = ((t / (cols_pad / nr)) * mr, (t % (cols_pad / nr)) * nr);
+                for (r, row) in acc_t.chunks_exact(nr).enumerate() {
+                    for (c, &v) in row.iter().enumerate() {
+                        if r0 + r < nb && c0 + c < cols {
+                            dst.write((b0 + r0 + r) * k + i0 + c0 + c, v);
                         }
                     }
                 }
-                Ok(())
-            })
+            }
+            Ok(())
         })
     }
 
@@ -296,25 +294,21 @@ impl Projection for Dense {
         let dst = SyncPtr::new(out);
         let rows_per = (ROWS * COLS / k).clamp(1, ROWS);
         let stop = Stop::current();
-        parallel::install(|| {
-            (0..p.div_ceil(rows_per))
-                .into_par_iter()
-                .try_for_each(|blk| {
-                    stop.check()?;
-                    let j0 = blk * rows_per;
-                    let rows = rows_per.min(p - j0);
-                    let mut tile = alloc::with_capacity(rows * k, "dense matrix tile entries")?;
-                    self.tile(j0, rows, 0, k, &mut tile);
-                    // (batch, rows) = y (batch, k) · tileᵀ (k, rows): tile is row-major (rows, k).
-                    let mut acc = alloc::vec_of(batch * rows, A::ZERO, "dense adjoint sums")?;
-                    A::gemm_acc(batch, k, rows, y, &tile, 1, k, &mut acc);
-                    for (b, a) in acc.chunks_exact(rows).enumerate() {
-                        for (r, &v) in a.iter().enumerate() {
-                            dst.write(b * p + j0 + r, v);
-                        }
-                    }
-                    Ok(())
-                })
+        parallel::try_for_each(p.div_ceil(rows_per), |blk| {
+            stop.check()?;
+            let j0 = blk * rows_per;
+            let rows = rows_per.min(p - j0);
+            let mut tile = alloc::with_capacity(rows * k, "dense matrix tile entries")?;
+            self.tile(j0, rows, 0, k, &mut tile);
+            // (batch, rows) = y (batch, k) · tileᵀ (k, rows): tile is row-major (rows, k).
+            let mut acc = alloc::vec_of(batch * rows, A::ZERO, "dense adjoint sums")?;
+            A::gemm_acc(batch, k, rows, y, &tile, 1, k, &mut acc);
+            for (b, a) in acc.chunks_exact(rows).enumerate() {
+                for (r, &v) in a.iter().enumerate() {
+                    dst.write(b * p + j0 + r, v);
+                }
+            }
+            Ok(())
         })
     }
 }

@@ -38,6 +38,7 @@ pub mod hash;
 pub mod lanes;
 pub mod mask;
 pub mod micro;
+pub mod openmp;
 pub mod outer;
 pub mod parallel;
 pub mod projection;

@@ -7,7 +7,6 @@ use crate::error::{at_least_one, check_len, invalid, Result};
 use crate::hash::{below, hash, stream_key, Stream};
 use crate::parallel::{self, SyncPtr};
 use crate::projection::Projection;
-use rayon::prelude::*;
 use std::collections::HashSet;
 
 /// Draws between cancellation polls of the sampler.
@@ -115,21 +114,21 @@ pub fn gather_columns<T: Load<A>, A: Accum>(
         }
         return Ok(());
     }
-    parallel::install(|| {
-        out.par_chunks_mut(k * rows_per_task)
-            .zip(x.par_chunks(p * rows_per_task))
-            .try_for_each(|(o, xs)| {
-                stop.check()?;
-                for (og, xg) in o
-                    .chunks_mut(k * GATHER_ROWS)
-                    .zip(xs.chunks(p * GATHER_ROWS))
-                {
-                    gather_rows(xg, p, idx, og);
-                }
-                Ok(())
-            })
+    parallel::try_chunks_mut(out, k * rows_per_task, |t, o| {
+        stop.check()?;
+        let xs = &x[t * p * rows_per_task..];
+        for (og, xg) in o
+            .chunks_mut(k * GATHER_ROWS)
+            .zip(xs.chunks(p * GATHER_ROWS))
+        {
+            gather_rows(xg, p, idx, og);
+        }
+        Ok(())
     })
 }
+
+/// Elements per task of the element-wise passes (zeroing, scaling).
+const ELEMENTWISE_CHUNK: usize = 1 << 16;
 
 /// Gathers of at most this many elements run on the calling thread (about 0.2 ms of work).
 const SERIAL_GATHER: usize = 1 << 18;
@@ -220,7 +219,11 @@ impl Mask {
 
     /// Zeroes `out` in parallel and returns a writer for the adjoint scatter of GraSS.
     pub(crate) fn zero_out<A: Accum>(out: &mut [A]) -> SyncPtr<A> {
-        parallel::install(|| out.par_iter_mut().for_each(|v| *v = A::ZERO));
+        let zero = |_, o: &mut [A]| {
+            o.fill(A::ZERO);
+            Ok(())
+        };
+        parallel::try_chunks_mut(out, ELEMENTWISE_CHUNK, zero).expect("zeroing cannot fail");
         SyncPtr::new(out)
     }
 }
@@ -244,7 +247,12 @@ impl Projection for Mask {
         gather_columns(x, batch, self.in_dim, &self.indices, out)?;
         if self.scale {
             let f = A::from_f64(self.factor());
-            parallel::install(|| out.par_iter_mut().for_each(|v| *v = *v * f));
+            parallel::try_chunks_mut(out, ELEMENTWISE_CHUNK, |_, o| {
+                for v in o.iter_mut() {
+                    *v = *v * f;
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -254,17 +262,13 @@ impl Projection for Mask {
         let (p, k) = (self.in_dim, self.out_dim());
         let f = A::from_f64(self.factor());
         let stop = Stop::current();
-        parallel::install(|| {
-            out.par_chunks_mut(p)
-                .zip(y.par_chunks(k))
-                .try_for_each(|(o, ys)| {
-                    stop.check()?;
-                    o.fill(A::ZERO);
-                    for (&v, &i) in ys.iter().zip(&self.indices) {
-                        o[i] = if self.scale { v * f } else { v };
-                    }
-                    Ok(())
-                })
+        parallel::try_chunks_mut(out, p, |b, o| {
+            stop.check()?;
+            o.fill(A::ZERO);
+            for (&v, &i) in y[b * k..(b + 1) * k].iter().zip(&self.indices) {
+                o[i] = if self.scale { v * f } else { v };
+            }
+            Ok(())
         })
     }
 }

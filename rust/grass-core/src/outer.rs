@@ -18,7 +18,6 @@ use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
 use crate::micro::Kernel;
 use crate::parallel;
-use rayon::prelude::*;
 
 /// Tokens gathered per chunk (the two panels of a 128 + 128-column block are ~150 KiB in `f32`,
 /// L2-resident).
@@ -141,27 +140,29 @@ pub(crate) fn for_each_block<A: Accum>(
     if out.is_empty() {
         return Ok(());
     }
+    // Item `i` is sample `i / groups.len()`'s row group `i % groups.len()`: consecutive parts
+    // of `out`, in order.
     let groups = row_groups(batch, m, threads);
-    let mut items: Vec<(usize, usize, &mut [A])> =
-        alloc::with_capacity(batch * groups.len(), "work items")?;
-    for (b, zb) in out.chunks_exact_mut(m * n).enumerate() {
-        let mut rest = zb;
-        for &(r0, r1) in &groups {
-            let (head, tail) = rest.split_at_mut((r1 - r0) * n);
-            items.push((b, r0, head));
-            rest = tail;
-        }
+    let mut ends: Vec<usize> = alloc::with_capacity(batch * groups.len(), "work items")?;
+    for b in 0..batch {
+        ends.extend(groups.iter().map(|&(_, r1)| (b * m + r1) * n));
     }
     let stop = Stop::current();
-    let run = |(b, r0, z): (usize, usize, &mut [A])| {
+    let run = |i: usize, z: &mut [A]| {
         stop.check()?;
+        let (b, (r0, _)) = (i / groups.len(), groups[i % groups.len()]);
         A::with_scratch(|scratch| f(b, r0, z, scratch))
     };
     // Small calls run on the calling thread: waking the pool costs tens of microseconds here.
     if work < SMALL_WORK || threads == 1 {
-        items.into_iter().try_for_each(run)
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            run(i, &mut out[start..end])?;
+            start = end;
+        }
+        Ok(())
     } else {
-        parallel::install(|| items.into_par_iter().try_for_each(run))
+        parallel::try_parts_mut(out, &ends, run)
     }
 }
 

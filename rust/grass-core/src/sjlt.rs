@@ -11,7 +11,6 @@ use crate::hash::{stream_key, Stream};
 use crate::lanes::{gather_lanes, lane_rows, project_group, project_one, Lanes, LANES};
 use crate::parallel::{self, SyncPtr};
 use crate::projection::Projection;
-use rayon::prelude::*;
 
 pub use crate::buckets::{SIGN_BIT, TABLE_LIMIT};
 
@@ -101,7 +100,7 @@ impl Sjlt {
             if batch == 1 || n_cols < 1 << 16 {
                 return out.chunks_mut(k).enumerate().try_for_each(one);
             }
-            return parallel::install(|| out.par_chunks_mut(k).enumerate().try_for_each(one));
+            return parallel::try_chunks_mut(out, k, |i, o| one((i, o)));
         }
         if batch <= LANES {
             // One group: nothing to parallelize, so run on the calling thread (waking pool
@@ -115,14 +114,10 @@ impl Sjlt {
                 &stop,
             );
         }
-        parallel::install(|| {
-            out.par_chunks_mut(LANES * k)
-                .enumerate()
-                .try_for_each(|(g, group)| {
-                    let rows = group.len() / k;
-                    let fill_g = |j0, xt: &mut [Lanes<A>]| fill(g * LANES, rows, j0, xt);
-                    project_group(b, n_cols, rows, fill_g, group, &stop)
-                })
+        parallel::try_chunks_mut(out, LANES * k, |g, group| {
+            let rows = group.len() / k;
+            let fill_g = |j0, xt: &mut [Lanes<A>]| fill(g * LANES, rows, j0, xt);
+            project_group(b, n_cols, rows, fill_g, group, &stop)
         })
     }
 
@@ -137,27 +132,23 @@ impl Sjlt {
         let (k, c) = (self.out_dim(), self.c());
         let scale: A = self.scale();
         let stop = Stop::current();
-        parallel::install(|| {
-            (0..n_cols.div_ceil(BLOCK))
-                .into_par_iter()
-                .try_for_each(|blk| {
-                    stop.check()?;
-                    let j0 = blk * BLOCK;
-                    let n = BLOCK.min(n_cols - j0);
-                    let mut buf = Vec::new();
-                    let entries = self.buckets.entries(j0, n, &mut buf)?;
-                    for b in 0..batch {
-                        let yb = &y[b * k..(b + 1) * k];
-                        for (m, col) in entries.chunks_exact(c).enumerate() {
-                            let mut acc = A::ZERO;
-                            for &e in col {
-                                acc += yb[(e & !SIGN_BIT) as usize].flip(e & SIGN_BIT != 0);
-                            }
-                            put(b, j0 + m, if c > 1 { acc * scale } else { acc });
-                        }
+        parallel::try_for_each(n_cols.div_ceil(BLOCK), |blk| {
+            stop.check()?;
+            let j0 = blk * BLOCK;
+            let n = BLOCK.min(n_cols - j0);
+            let mut buf = Vec::new();
+            let entries = self.buckets.entries(j0, n, &mut buf)?;
+            for b in 0..batch {
+                let yb = &y[b * k..(b + 1) * k];
+                for (m, col) in entries.chunks_exact(c).enumerate() {
+                    let mut acc = A::ZERO;
+                    for &e in col {
+                        acc += yb[(e & !SIGN_BIT) as usize].flip(e & SIGN_BIT != 0);
                     }
-                    Ok(())
-                })
+                    put(b, j0 + m, if c > 1 { acc * scale } else { acc });
+                }
+            }
+            Ok(())
         })
     }
 }

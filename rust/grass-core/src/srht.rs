@@ -23,7 +23,6 @@ use crate::hash::{hash, mix64, stream_key, Stream};
 use crate::mask;
 use crate::parallel;
 use crate::projection::Projection;
-use rayon::prelude::*;
 
 pub use crate::fwht::fwht;
 
@@ -58,22 +57,17 @@ impl Srht {
         let key = stream_key(seed, Stream::Srht);
         let mut signs = alloc::vec_of(in_dim.div_ceil(64), 0u64, "SRHT sign words")?;
         let stop = Stop::current();
-        parallel::install(|| {
-            signs
-                .par_chunks_mut(1024)
-                .enumerate()
-                .try_for_each(|(c, words)| {
-                    stop.check()?;
-                    for (i, word) in words.iter_mut().enumerate() {
-                        for bit in 0..64 {
-                            let j = (c * 1024 + i) * 64 + bit;
-                            if j < in_dim && hash(key, j as u64) & 1 == 1 {
-                                *word |= 1 << bit;
-                            }
-                        }
+        parallel::try_chunks_mut(&mut signs, 1024, |c, words| {
+            stop.check()?;
+            for (i, word) in words.iter_mut().enumerate() {
+                for bit in 0..64 {
+                    let j = (c * 1024 + i) * 64 + bit;
+                    if j < in_dim && hash(key, j as u64) & 1 == 1 {
+                        *word |= 1 << bit;
                     }
-                    Ok(())
-                })
+                }
+            }
+            Ok(())
         })?;
         let rows = mask::sample_keyed(padded, out_dim, mix64(key))?;
         Ok(Self {
@@ -131,17 +125,14 @@ impl Srht {
     ) -> Result<()> {
         let stop = Stop::current();
         let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
-        parallel::install(|| {
-            out.par_chunks_mut(out_len * per_task)
-                .zip(input.par_chunks(in_len * per_task))
-                .try_for_each(|(o, xs)| {
-                    let mut buf = alloc::vec_of(self.padded, A::ZERO, "SRHT padded values")?;
-                    for (o, xs) in o.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
-                        stop.check()?;
-                        f(xs, &mut buf, o);
-                    }
-                    Ok(())
-                })
+        parallel::try_chunks_mut(out, out_len * per_task, |t, o| {
+            let xs = &input[t * in_len * per_task..];
+            let mut buf = alloc::vec_of(self.padded, A::ZERO, "SRHT padded values")?;
+            for (o, xs) in o.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
+                stop.check()?;
+                f(xs, &mut buf, o);
+            }
+            Ok(())
         })
     }
 }

@@ -36,8 +36,8 @@ mod _core {
         Ok(())
     }
 
-    /// Sets the number of threads of grass-rs's own pool: `1 ≤ n ≤ min(4 × cores, 1024)`
-    /// (`GrassValueError` otherwise). The pool is rebuilt with the GIL released.
+    /// Sets the number of threads grass-rs uses: `1 ≤ n ≤ min(4 × cores, 1024)`
+    /// (`InvalidArgumentError` otherwise).
     #[pyfunction]
     fn set_num_threads(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<()> {
         let n = grass_core::parallel::check_num_threads(i128_arg(n, "n")?).map_err(PyGrassError)?;
@@ -45,10 +45,29 @@ mod _core {
             .map_err(|e| PyGrassError(e).into())
     }
 
-    /// The number of threads of grass-rs's own pool.
+    /// The number of threads grass-rs's parallel calls use now.
     #[pyfunction]
     fn get_num_threads() -> usize {
         grass_core::parallel::get_num_threads()
+    }
+
+    /// Runs grass-rs's parallel work on the team of the GNU OpenMP runtime at `path` (which must
+    /// already be loaded: torch's libgomp), or on grass-rs's rayon pool again with `None`.
+    #[pyfunction]
+    #[pyo3(signature = (path))]
+    fn _use_openmp(path: Option<&str>) -> PyResult<()> {
+        if let Some(p) = path {
+            grass_core::openmp::attach(p).map_err(|e| PyGrassError(e).into())
+        } else {
+            grass_core::openmp::set_enabled(false);
+            Ok(())
+        }
+    }
+
+    /// The path of the OpenMP runtime whose team runs grass-rs's work, or `None` (rayon pool).
+    #[pyfunction]
+    fn _openmp_runtime() -> Option<&'static str> {
+        grass_core::openmp::active_path()
     }
 
     /// The contract hash: the `counter`-th word of stream `key` (see docs/CONTRACT.md).

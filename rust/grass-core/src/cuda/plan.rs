@@ -3,7 +3,6 @@
 use crate::alloc;
 use crate::cancel::Stop;
 use crate::error::{invalid, Error, Result};
-use rayon::prelude::*;
 
 /// Threads per block of every kernel.
 pub const BLOCK: u32 = 256;
@@ -244,18 +243,13 @@ pub fn build_csr(
     let mut packed = alloc::vec_of(nnz, 0u32, "CSR entries")?;
     let per = 4096 * c;
     let stop = Stop::current();
-    crate::parallel::install(|| {
-        packed
-            .par_chunks_mut(per)
-            .enumerate()
-            .try_for_each(|(ci, chunk)| {
-                stop.check()?;
-                for (t, e) in chunk.iter_mut().enumerate() {
-                    let n = ci * per + t;
-                    *e = entry(n / c, n % c);
-                }
-                Ok(())
-            })
+    crate::parallel::try_chunks_mut(&mut packed, per, |ci, chunk| {
+        stop.check()?;
+        for (t, e) in chunk.iter_mut().enumerate() {
+            let n = ci * per + t;
+            *e = entry(n / c, n % c);
+        }
+        Ok(())
     })?;
     let row_of = |t: usize, e: u32| coord(t / c) / CSR_CHUNK * k + (e & !SIGN_BIT) as usize;
     let mut counts = alloc::vec_of(rows + 1, 0u64, "CSR row pointers")?;
