@@ -19,6 +19,12 @@ settings.load_profile("ci")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# grass-rs's thread count follows torch's by default; some test modules set torch's to 1 for their
+# own ops, so pin grass-rs's here to keep its parallel paths exercised by every test.
+import grass_rs  # noqa: E402
+
+grass_rs.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import grass_rs
