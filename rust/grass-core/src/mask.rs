@@ -131,7 +131,7 @@ pub fn gather_columns<T: Load<A>, A: Accum>(
 const ELEMENTWISE_CHUNK: usize = 1 << 16;
 
 /// Gathers of at most this many elements run on the calling thread (about 0.2 ms of work).
-const SERIAL_GATHER: usize = 1 << 18;
+const SERIAL_GATHER: usize = 1 << 16;
 
 /// Rows gathered together: each kept column is read from `GATHER_ROWS` rows in turn, which
 /// keeps more independent cache misses in flight than one row at a time (1.5–2× faster

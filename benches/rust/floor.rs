@@ -1,0 +1,140 @@
+//! The memory floor of the masked gathers (issue 14): how fast can *any* code touch the cache lines
+//! that MASK / GraSS must read, on this CPU?
+//!
+//! `cargo bench -p grass-core --bench floor [-- --reps 15]` prints, for MASK k' = 8192 and 2048 of
+//! 2¹⁷ (batch 64, 32 MiB, L3-resident once warm) and GraSS's mask k' = 8192 of 2²³ (batch 64, 2 GiB,
+//! from DRAM), on 1 and 2 threads, median [min–max] over the repetitions of:
+//! - `sum`: the read floor, one vectorized pass over the whole input (the `x.sum()` of compare.py);
+//! - `lines`: a pass that loads **one float from each cache line the mask touches**, in memory order,
+//!   four rows at a time (the least any gather with this mask can read: every touched line must
+//!   come in);
+//! - `grass-rs`: grass-core's own gather (`Mask::project`; GraSS's fused mask + SJLT at 2²³).
+//!
+//! `lines / sum` is the physical floor of the gather's ratio to the read floor on this machine; the
+//! issue's line-count estimate (~0.63× at k' = 8192) assumes a touched line streams at the sequential
+//! rate, which the `lines` row measures instead of assuming.
+use grass_core::{Grass, Mask, Projection};
+use std::hint::black_box;
+use std::time::Instant;
+
+const B: usize = 64;
+
+/// One vectorizable pass summing into 16 independent lanes.
+fn floor_sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for ch in v.chunks_exact(16) {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            *a += x;
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Sums one float of each line in `lines` (line indices within a row, increasing) of every row,
+/// four rows at a time (four independent streams of misses, as grass-rs's gather runs).
+fn touch_lines(x: &[f32], p: usize, lines: &[usize]) -> f32 {
+    let mut acc = [0f32; 4];
+    for rows in x.chunks(4 * p) {
+        let r: Vec<&[f32]> = rows.chunks_exact(p).collect();
+        if r.len() == 4 {
+            for &l in lines {
+                for (a, row) in acc.iter_mut().zip(&r) {
+                    *a += row[l * 16];
+                }
+            }
+        } else {
+            for row in r {
+                for &l in lines {
+                    acc[0] += row[l * 16];
+                }
+            }
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Runs `f` on `threads` threads, each over its share of the rows.
+fn split(x: &[f32], p: usize, threads: usize, f: impl Fn(&[f32]) -> f32 + Sync) -> f32 {
+    let rows = (x.len() / p).div_ceil(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = x.chunks(rows * p).map(|part| s.spawn(|| f(part))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+fn time(reps: usize, mut f: impl FnMut()) -> Vec<f64> {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+fn cell(t: &[f64], base: f64) -> String {
+    let med = t[t.len() / 2];
+    format!(
+        "{med:8.3} ms [{:.3}–{:.3}] {:5.2}×",
+        t[0],
+        t[t.len() - 1],
+        med / base
+    )
+}
+
+fn case(name: &str, p: usize, k: usize, reps: usize) {
+    let x: Vec<f32> = (0..B * p).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    let mask = Mask::new(p, k, 0, false).unwrap();
+    let mut lines: Vec<usize> = mask.indices().iter().map(|&j| j / 16).collect();
+    lines.dedup();
+    let gb = (B * p * 4) as f64 / 1e9;
+    println!(
+        "\n{name}: batch {B} × p {p} f32 ({gb:.2} GB), mask k' = {k} touches {} of {} lines per row ({:.1} %)",
+        lines.len(),
+        p / 16,
+        100.0 * lines.len() as f64 / (p / 16) as f64
+    );
+    for threads in [1usize, 2] {
+        let sum = time(reps, || {
+            black_box(split(&x, p, threads, floor_sum));
+        });
+        let base = sum[sum.len() / 2];
+        let touch = time(reps, || {
+            black_box(split(&x, p, threads, |part| touch_lines(part, p, &lines)));
+        });
+        let line_gbs = (B * lines.len() * 64) as f64 / 1e6 / touch[touch.len() / 2];
+        println!(
+            "  {threads} thread(s)  sum {}  ({:.1} GB/s) | lines {} ({line_gbs:.1} GB/s of touched lines)",
+            cell(&sum, base),
+            gb / base * 1e3,
+            cell(&touch, base)
+        );
+        if threads == 2 {
+            grass_core::parallel::set_num_threads(2).unwrap();
+            let own = if p > 1 << 20 {
+                let g = Grass::new(p, 2048, k, 1, 0).unwrap();
+                let mut out = vec![0f32; B * 2048];
+                time(reps, || g.project(&x, B, &mut out).unwrap())
+            } else {
+                let mut out = vec![0f32; B * k];
+                time(reps, || mask.project(&x, B, &mut out).unwrap())
+            };
+            println!("  2 threads  grass-rs {}", cell(&own, base));
+        }
+    }
+}
+
+fn main() {
+    let reps = std::env::args()
+        .skip_while(|a| a != "--reps")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15usize);
+    println!("median [min–max] of {reps} repetitions; × = median / median of `sum` on the same threads");
+    case("MASK", 1 << 17, 8192, reps);
+    case("MASK", 1 << 17, 2048, reps);
+    case("GraSS", 1 << 23, 8192, reps.min(7));
+}
