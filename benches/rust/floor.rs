@@ -127,7 +127,43 @@ fn case(name: &str, p: usize, k: usize, reps: usize) {
     }
 }
 
+/// `--sjlt C REPS`: only SJLT c = C projections of the 64 × 2¹⁷ input (for instruction counts
+/// under callgrind: `valgrind --tool=callgrind target/release/deps/floor-* --sjlt 1 3`).
+fn sjlt_only(c: usize, reps: usize) {
+    let p = 1 << 17;
+    let x: Vec<f32> = (0..B * p).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    let s = grass_core::Sjlt::new(p, 2048, c, 0).unwrap();
+    let mut out = vec![0f32; B * 2048];
+    for _ in 0..reps {
+        s.project(&x, B, &mut out).unwrap();
+    }
+    black_box(&out);
+}
+
+/// `--srht REPS`: SRHT 2¹⁷ → 2048 of the 64 × 2¹⁷ input on 2 threads, median [min–max] and × the
+/// 2-thread read floor, for before/after comparisons of the transform.
+fn srht_only(reps: usize) {
+    let p = 1 << 17;
+    let x: Vec<f32> = (0..B * p).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    grass_core::parallel::set_num_threads(2).unwrap();
+    let s = grass_core::Srht::new(p, 2048, 0).unwrap();
+    let mut out = vec![0f32; B * 2048];
+    let sum = time(reps, || {
+        black_box(split(&x, p, 2, floor_sum));
+    });
+    let t = time(reps, || s.project(&x, B, &mut out).unwrap());
+    println!("SRHT 2^17 -> 2048, batch {B}, 2 threads: {}", cell(&t, sum[sum.len() / 2]));
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--srht") {
+        return srht_only(args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(21));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--sjlt") {
+        let num = |j: usize| args.get(j).and_then(|v| v.parse().ok()).unwrap_or(1usize);
+        return sjlt_only(num(i + 1), num(i + 2));
+    }
     let reps = std::env::args()
         .skip_while(|a| a != "--reps")
         .nth(1)

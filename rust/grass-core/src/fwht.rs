@@ -3,7 +3,10 @@
 //! The operations are the contract's (docs/CONTRACT.md §6): radix-4 butterflies of spans
 //! 1, 4, 16, … below [`FWHT_BLOCK`] inside each block (one radix-2 stage when the number of
 //! in-block stages is odd), then radix-4 stages of spans `FWHT_BLOCK`, `4·FWHT_BLOCK`, … over the
-//! whole buffer (one radix-2 stage last when needed). With AVX-512 the stages of spans 1 and 2
+//! whole buffer (one radix-2 stage last when needed). Stage grouping does not change the bits: each
+//! stage pairs the same elements, so any grouping that keeps the stages in increasing span order
+//! performs the same additions in the same order; the large stages run three at a time (radix-8)
+//! to stream the buffer through L2 fewer times. With AVX-512 the stages of spans 1 and 2
 //! (and 4 and 8) of each 16-element chunk run in one register (lane permutes + masked blends of
 //! the same sums and differences), and the rest is compiled for AVX-512 too. Every element goes
 //! through the same additions in the same order, so the bits do not depend on the CPU.
@@ -71,6 +74,12 @@ pub(crate) fn large_stages<A: Accum>(x: &mut [A]) {
     let n = x.len();
     let block = FWHT_BLOCK.min(n);
     let mut h = block;
+    // Three stages per pass over the buffer while they fit (each large pass streams the whole
+    // buffer through L2), then at most one radix-4 and one radix-2 pass.
+    while 8 * h <= n {
+        radix8(x, h);
+        h *= 8;
+    }
     while 4 * h <= n {
         radix4(x, h);
         h *= 4;
@@ -195,6 +204,35 @@ fn radix4<A: Accum>(x: &mut [A], h: usize) {
             .zip(qd.iter_mut())
         {
             bfly4(a, b, c, d);
+        }
+    }
+}
+
+/// Stages of spans `h`, `2h` and `4h` in one pass over the 8 rows `i + r·h` of each chunk: the
+/// same additions, in the same stage order, as three radix-2 passes.
+#[inline(always)]
+fn radix8<A: Accum>(x: &mut [A], h: usize) {
+    for chunk in x.chunks_exact_mut(8 * h) {
+        let (q0, rest) = chunk.split_at_mut(h);
+        let (q1, rest) = rest.split_at_mut(h);
+        let (q2, rest) = rest.split_at_mut(h);
+        let (q3, rest) = rest.split_at_mut(h);
+        let (q4, rest) = rest.split_at_mut(h);
+        let (q5, rest) = rest.split_at_mut(h);
+        let (q6, q7) = rest.split_at_mut(h);
+        for i in 0..h {
+            let mut v = [q0[i], q1[i], q2[i], q3[i], q4[i], q5[i], q6[i], q7[i]];
+            for s in [1, 2, 4] {
+                for r in 0..8 {
+                    if r & s == 0 {
+                        let (a, b) = (v[r], v[r + s]);
+                        v[r] = add(a, b);
+                        v[r + s] = sub(a, b);
+                    }
+                }
+            }
+            (q0[i], q1[i], q2[i], q3[i]) = (v[0], v[1], v[2], v[3]);
+            (q4[i], q5[i], q6[i], q7[i]) = (v[4], v[5], v[6], v[7]);
         }
     }
 }
