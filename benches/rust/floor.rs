@@ -65,7 +65,12 @@ fn split(x: &[f32], p: usize, threads: usize, f: impl Fn(&[f32]) -> f32 + Sync) 
         let mut pools = pools.borrow_mut();
         while pools.len() < threads {
             let n = pools.len() + 1;
-            pools.push(rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap());
+            pools.push(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap(),
+            );
         }
         pools[threads - 1].install(|| x.par_chunks(rows * p).map(&f).sum())
     })
@@ -161,7 +166,10 @@ fn srht_only(reps: usize) {
         black_box(split(&x, p, 2, floor_sum));
     });
     let t = time(reps, || s.project(&x, B, &mut out).unwrap());
-    println!("SRHT 2^17 -> 2048, batch {B}, 2 threads: {}", cell(&t, sum[sum.len() / 2]));
+    println!(
+        "SRHT 2^17 -> 2048, batch {B}, 2 threads: {}",
+        cell(&t, sum[sum.len() / 2])
+    );
 }
 
 fn main() {
@@ -178,7 +186,9 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(15usize);
-    println!("median [min–max] of {reps} repetitions; × = median / median of `sum` on the same threads");
+    println!(
+        "median [min–max] of {reps} repetitions; × = median / median of `sum` on the same threads"
+    );
     case("MASK", 1 << 17, 8192, reps);
     case("MASK", 1 << 17, 2048, reps);
     case("GraSS", 1 << 23, 8192, reps.min(7));

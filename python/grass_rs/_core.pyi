@@ -12,6 +12,8 @@ __all__ = [
     "GrassValueError",
     "Projector",
     "__version__",
+    "_openmp_runtime",
+    "_use_openmp",
     "conv_masked_outer",
     "cuda_device_count",
     "gather_columns",
