@@ -152,6 +152,18 @@ fn sjlt_only(c: usize, reps: usize) {
         s.project(&x, B, &mut out).unwrap();
     }
     black_box(&out);
+    if std::env::var("SJLT_TIME").is_ok() {
+        let sum = time(21, || {
+            black_box(split(
+                &x,
+                p,
+                grass_core::parallel::get_num_threads(),
+                floor_sum,
+            ));
+        });
+        let t = time(21, || s.project(&x, B, &mut out).unwrap());
+        println!("SJLT c={c}: {}", cell(&t, sum[sum.len() / 2]));
+    }
 }
 
 /// `--srht REPS`: SRHT 2¹⁷ → 2048 of the 64 × 2¹⁷ input on 2 threads, median [min–max] and × the

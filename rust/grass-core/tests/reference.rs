@@ -153,8 +153,9 @@ fn bit_identical_across_thread_counts() {
 #[test]
 fn bit_identical_across_batch_splits() {
     // Batches of 1-2 samples take the per-sample path, 3-16 one lane group, more several
-    // groups: every split of the same rows gives the same bits, for SJLT (c = 1 and 3) and GraSS.
-    let (p, k, batch) = (70_000, 300, 19);
+    // groups: every split of the same rows gives the same bits, for SJLT (c = 1 and 3) and
+    // GraSS, on one thread and on two.
+    let (p, k, batch) = (30_000, 300, 70);
     let x: Vec<f32> = data(batch * p, 5).into_iter().map(|v| v as f32).collect();
     type Project = Box<dyn Fn(&[f32], usize, &mut [f32])>;
     let projectors: Vec<Project> = vec![
@@ -171,15 +172,16 @@ fn bit_identical_across_batch_splits() {
             Box::new(move |x, b, o| g.project(x, b, o).unwrap())
         },
     ];
-    for proj in &projectors {
+    for (proj, threads) in projectors.iter().flat_map(|p| [(p, 1), (p, 2)]) {
+        parallel::set_num_threads(threads).unwrap();
         let mut whole = vec![0f32; batch * k];
         proj(&x, batch, &mut whole);
-        for split in [1usize, 2, 3, 7, 16] {
+        for split in [1usize, 2, 3, 7, 16, 33, 64] {
             let mut parts = vec![0f32; batch * k];
             for (xs, os) in x.chunks(split * p).zip(parts.chunks_mut(split * k)) {
                 proj(xs, xs.len() / p, os);
             }
-            assert_eq!(whole, parts, "split {split}");
+            assert_eq!(whole, parts, "split {split}, {threads} thread(s)");
         }
     }
 }
