@@ -129,10 +129,11 @@ def test_thread_count_follows_torch_unless_set() -> None:
         torch.set_num_threads(1); a = grass_rs.get_num_threads()
         torch.set_num_threads(2); b = grass_rs.get_num_threads()
         grass_rs.set_num_threads(3); torch.set_num_threads(1); c = grass_rs.get_num_threads()
-        print(a, b, c)
+        grass_rs.set_num_threads(None); d = grass_rs.get_num_threads()
+        print(a, b, c, d)
         """
     )
-    assert out == "1 2 3"
+    assert out == "1 2 3 1"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")

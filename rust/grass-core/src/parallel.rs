@@ -191,6 +191,11 @@ pub fn set_num_threads(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Forgets a count given to [`set_num_threads`]: back to `GRASS_NUM_THREADS` or the default.
+pub fn reset_num_threads() {
+    SET_THREADS.store(0, Ordering::Relaxed);
+}
+
 /// The number of threads grass-rs's parallel calls use now (see the module docs).
 pub fn get_num_threads() -> usize {
     match SET_THREADS.load(Ordering::Relaxed) {

@@ -37,12 +37,15 @@ mod _core {
     }
 
     /// Sets the number of threads grass-rs uses: `1 ≤ n ≤ min(4 × cores, 1024)`
-    /// (`InvalidArgumentError` otherwise).
+    /// (`InvalidArgumentError` otherwise), or `None` for the default again.
     #[pyfunction]
-    fn set_num_threads(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+        if n.is_none() {
+            grass_core::parallel::reset_num_threads();
+            return Ok(());
+        }
         let n = grass_core::parallel::check_num_threads(i128_arg(n, "n")?).map_err(PyGrassError)?;
-        py.detach(|| grass_core::parallel::set_num_threads(n))
-            .map_err(|e| PyGrassError(e).into())
+        grass_core::parallel::set_num_threads(n).map_err(|e| PyGrassError(e).into())
     }
 
     /// The number of threads grass-rs's parallel calls use now.
