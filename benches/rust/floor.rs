@@ -184,8 +184,37 @@ fn srht_only(reps: usize) {
     );
 }
 
+/// `--outer`: FactGraSS's masked block on GPT-2-small MLP factors (batch 8 × 512 tokens,
+/// 3072 × 768, 128 × 128 kept) on the default threads, median [min–max] ms.
+fn outer_only(reps: usize) {
+    use grass_core::outer::{masked_outer, OuterShape};
+    let s = OuterShape {
+        batch: 8,
+        tokens: 512,
+        d_out: 3072,
+        d_in: 768,
+    };
+    let go: Vec<f32> = (0..8 * 512 * 3072)
+        .map(|i| (i % 1021) as f32 * 1e-3)
+        .collect();
+    let x: Vec<f32> = (0..8 * 512 * 768)
+        .map(|i| (i % 1013) as f32 * 1e-3)
+        .collect();
+    let rows = Mask::new(3072, 128, 1, false).unwrap().indices().to_vec();
+    let cols = Mask::new(768, 128, 2, false).unwrap().indices().to_vec();
+    let mut z = vec![0f32; 8 * 128 * 129];
+    let t = time(reps, || {
+        masked_outer(&go, &x, s, &rows, &cols, true, &mut z).unwrap();
+    });
+    let (med, lo, hi) = (t[t.len() / 2], t[0], t[t.len() - 1]);
+    println!("masked_outer 8 x 512 x (3072 x 768), 128 x 128 kept: {med:.3} ms [{lo:.3}–{hi:.3}]");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--outer") {
+        return outer_only(31);
+    }
     if let Some(i) = args.iter().position(|a| a == "--srht") {
         return srht_only(args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(21));
     }

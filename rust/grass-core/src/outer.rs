@@ -16,6 +16,7 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
+use crate::mask::{gather_rows, GATHER_ROWS};
 use crate::micro::Kernel;
 use crate::parallel;
 
@@ -303,18 +304,22 @@ impl<T> Job<'_, T> {
         let x = &self.x[b * tokens * d_in..(b + 1) * tokens * d_in];
         for t0 in (0..tokens).step_by(chunk) {
             let tc = chunk.min(tokens - t0);
-            let (go_c, x_c) = (&go[t0 * d_out..], &x[t0 * d_in..]);
-            for ((arow, brow), (g, xr)) in
-                p.ap.chunks_exact_mut(m_pad)
-                    .zip(p.bp.chunks_exact_mut(n_pad))
-                    .zip(go_c.chunks_exact(d_out).zip(x_c.chunks_exact(d_in)))
-                    .take(tc)
+            // Four tokens at a time: four independent streams of (mostly cache-missing) loads.
+            let (go_c, x_c) = (
+                &go[t0 * d_out..(t0 + tc) * d_out],
+                &x[t0 * d_in..(t0 + tc) * d_in],
+            );
+            for (i, (g, xr)) in go_c
+                .chunks(GATHER_ROWS * d_out)
+                .zip(x_c.chunks(GATHER_ROWS * d_in))
+                .enumerate()
             {
-                for (d, &r) in arow.iter_mut().zip(rows) {
-                    *d = g[r].load();
-                }
-                for (d, &c) in brow.iter_mut().zip(self.cols) {
-                    *d = xr[c].load();
+                let t = i * GATHER_ROWS;
+                // SAFETY: `masked_outer` checked every row index `< d_out` and every column
+                // index `< d_in` before any work.
+                unsafe {
+                    gather_rows(g, d_out, rows, &mut p.ap[t * m_pad..], m_pad);
+                    gather_rows(xr, d_in, self.cols, &mut p.bp[t * n_pad..], n_pad);
                 }
             }
             p.accumulate(tc, t0 == 0, z);
