@@ -1,7 +1,8 @@
 //! The hashed column structure of an SJLT (block CountSketch): repeat `r` of column `j` falls in
 //! block `r` of the output, rows `⌊r·k/c⌋ .. ⌊(r+1)·k/c⌋`, at the bucket and sign drawn from
-//! `hash(key, j·c + r)`. Small transforms cache every packed entry in a table; larger ones hash
-//! on the fly, one block of columns at a time.
+//! `hash(key, j·c + r)`. Small transforms cache every packed entry in a table, built on their first
+//! projection (construction costs nothing); larger ones hash on the fly, one block of columns at a
+//! time. Both give the same entries.
 use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::Accum;
@@ -23,35 +24,45 @@ pub struct Buckets {
     out_dim: usize,
     c: usize,
     key: u64,
-    table: Option<Vec<u32>>,
+    /// The cached entries, once built by [`Buckets::prepare`] (small transforms only).
+    table: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl Buckets {
     /// The structure of `in_dim` columns into `out_dim` buckets, `c` per column, drawn from the
     /// stream `key`; the caller has validated `1 ≤ c ≤ out_dim < 2³¹` and `in_dim · c` fits.
-    ///
-    /// # Errors
-    /// `OutOfMemory` when the table cannot be allocated; `Cancelled`.
-    pub(crate) fn new(in_dim: usize, out_dim: usize, c: usize, key: u64) -> Result<Self> {
-        let mut b = Self {
+    /// Nothing is computed or allocated here.
+    pub(crate) fn new(in_dim: usize, out_dim: usize, c: usize, key: u64) -> Self {
+        Self {
             in_dim,
             out_dim,
             c,
             key,
-            table: None,
-        };
-        let len = in_dim * c;
-        if len <= TABLE_LIMIT {
-            let mut table = alloc::vec_of(len, 0u32, "SJLT table entries")?;
-            let stop = Stop::current();
-            parallel::try_chunks_mut(&mut table, BLOCK * c, |i, chunk| {
-                stop.check()?;
-                b.fill_entries(i * BLOCK, chunk);
-                Ok(())
-            })?;
-            b.table = Some(table);
+            table: std::sync::OnceLock::new(),
         }
-        Ok(b)
+    }
+
+    /// Builds and caches the entry table, in parallel, when the transform is small enough
+    /// (`in_dim · c ≤ TABLE_LIMIT`) and it is not built yet; callers run it on the calling thread
+    /// before fanning out. Without it [`Buckets::entries`] hashes on the fly (the same entries).
+    ///
+    /// # Errors
+    /// `OutOfMemory` when the table cannot be allocated; `Cancelled`.
+    pub(crate) fn prepare(&self) -> Result<()> {
+        let len = self.in_dim * self.c;
+        if len > TABLE_LIMIT || self.table.get().is_some() {
+            return Ok(());
+        }
+        let mut table = alloc::vec_of(len, 0u32, "SJLT table entries")?;
+        let stop = Stop::current();
+        parallel::try_chunks_mut(&mut table, BLOCK * self.c, |i, chunk| {
+            stop.check()?;
+            self.fill_entries(i * BLOCK, chunk);
+            Ok(())
+        })?;
+        // Another thread may have built it meanwhile: the same entries, either one is kept.
+        let _ = self.table.set(table);
+        Ok(())
     }
 
     /// Number of columns.
@@ -132,7 +143,7 @@ impl Buckets {
         n: usize,
         buf: &'a mut Vec<u32>,
     ) -> Result<&'a [u32]> {
-        if let Some(t) = &self.table {
+        if let Some(t) = self.table.get() {
             return Ok(&t[j0 * self.c..(j0 + n) * self.c]);
         }
         alloc::resize(buf, n * self.c, 0, "SJLT entries")?;
@@ -237,7 +248,7 @@ mod tests {
                 out_dim: k,
                 c,
                 key: 0x1234_5678_9ABC_DEF0,
-                table: None,
+                table: std::sync::OnceLock::new(),
             };
             for j0 in [0usize, 1, 7, in_dim / 2]
                 .into_iter()

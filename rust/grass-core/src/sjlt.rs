@@ -29,7 +29,8 @@ impl Sjlt {
     ///
     /// # Errors
     /// `InvalidArgument` when a dimension is zero, `out_dim ≥ 2³¹`, or `c ∉ 1..=out_dim`;
-    /// `TooLarge` when `in_dim · c` overflows; `OutOfMemory`; `Cancelled`.
+    /// `TooLarge` when `in_dim · c` overflows. Nothing is allocated: the entry table of a small
+    /// transform is built on its first projection (which may then fail with `OutOfMemory`).
     pub fn new(in_dim: usize, out_dim: usize, c: usize, seed: u64) -> Result<Self> {
         at_least_one("in_dim", in_dim)?;
         if out_dim == 0 || out_dim >= SIGN_BIT as usize {
@@ -50,7 +51,7 @@ impl Sjlt {
         let key = stream_key(seed, Stream::Sjlt);
         Ok(Self {
             seed,
-            buckets: Buckets::new(in_dim, out_dim, c, key)?,
+            buckets: Buckets::new(in_dim, out_dim, c, key),
         })
     }
 
@@ -93,6 +94,7 @@ impl Sjlt {
         row: impl Fn(usize, usize, &mut [A]) + Sync,
     ) -> Result<()> {
         let (k, b) = (self.out_dim(), &self.buckets);
+        b.prepare()?;
         let stop = Stop::current();
         if batch <= SCALAR_ROWS {
             let one =
@@ -131,6 +133,7 @@ impl Sjlt {
     ) -> Result<()> {
         let (k, c) = (self.out_dim(), self.c());
         let scale: A = self.scale();
+        self.buckets.prepare()?;
         let stop = Stop::current();
         parallel::try_for_each(n_cols.div_ceil(BLOCK), |blk| {
             stop.check()?;
