@@ -19,6 +19,11 @@ use std::time::Instant;
 
 const B: usize = 64;
 
+/// `n` deterministic input values.
+fn input(n: usize, period: usize) -> Vec<f32> {
+    (0..n).map(|i| (i % period) as f32 * 1e-3).collect()
+}
+
 /// One vectorizable pass summing into 16 independent lanes.
 fn floor_sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
@@ -100,7 +105,7 @@ fn cell(t: &[f64], base: f64) -> String {
 }
 
 fn case(name: &str, p: usize, k: usize, reps: usize) {
-    let x: Vec<f32> = (0..B * p).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    let x = input(B * p, 1021);
     let mask = Mask::new(p, k, 0, false).unwrap();
     let mut lines: Vec<usize> = mask.indices().iter().map(|&j| j / 16).collect();
     lines.dedup();
@@ -145,7 +150,7 @@ fn case(name: &str, p: usize, k: usize, reps: usize) {
 /// under callgrind: `valgrind --tool=callgrind target/release/deps/floor-* --sjlt 1 3`).
 fn sjlt_only(c: usize, reps: usize) {
     let p = 1 << 17;
-    let x: Vec<f32> = (0..B * p).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    let x = input(B * p, 1021);
     let s = grass_core::Sjlt::new(p, 2048, c, 0).unwrap();
     let mut out = vec![0f32; B * 2048];
     for _ in 0..reps {
@@ -170,7 +175,7 @@ fn sjlt_only(c: usize, reps: usize) {
 /// 2-thread read floor, for before/after comparisons of the transform.
 fn srht_only(reps: usize) {
     let p = 1 << 17;
-    let x: Vec<f32> = (0..B * p).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    let x = input(B * p, 1021);
     grass_core::parallel::set_num_threads(2).unwrap();
     let s = grass_core::Srht::new(p, 2048, 0).unwrap();
     let mut out = vec![0f32; B * 2048];
@@ -194,12 +199,8 @@ fn outer_only(reps: usize) {
         d_out: 3072,
         d_in: 768,
     };
-    let go: Vec<f32> = (0..8 * 512 * 3072)
-        .map(|i| (i % 1021) as f32 * 1e-3)
-        .collect();
-    let x: Vec<f32> = (0..8 * 512 * 768)
-        .map(|i| (i % 1013) as f32 * 1e-3)
-        .collect();
+    let go = input(8 * 512 * 3072, 1021);
+    let x = input(8 * 512 * 768, 1013);
     let rows = Mask::new(3072, 128, 1, false).unwrap().indices().to_vec();
     let cols = Mask::new(768, 128, 2, false).unwrap().indices().to_vec();
     let mut z = vec![0f32; 8 * 128 * 129];
@@ -215,18 +216,23 @@ fn main() {
     if args.iter().any(|a| a == "--outer") {
         return outer_only(31);
     }
+    // The number at argument `j`, or `default` (index 0 is the program: never a number).
+    let num = |j: usize, default: usize| {
+        (j > 0)
+            .then(|| args.get(j).and_then(|v| v.parse().ok()))
+            .flatten()
+            .unwrap_or(default)
+    };
     if let Some(i) = args.iter().position(|a| a == "--srht") {
-        return srht_only(args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(21));
+        return srht_only(num(i + 1, 21));
     }
     if let Some(i) = args.iter().position(|a| a == "--sjlt") {
-        let num = |j: usize| args.get(j).and_then(|v| v.parse().ok()).unwrap_or(1usize);
-        return sjlt_only(num(i + 1), num(i + 2));
+        return sjlt_only(num(i + 1, 1), num(i + 2, 1));
     }
-    let reps = std::env::args()
-        .skip_while(|a| a != "--reps")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15usize);
+    let reps = num(
+        args.iter().position(|a| a == "--reps").map_or(0, |i| i + 1),
+        15,
+    );
     println!(
         "median [min–max] of {reps} repetitions; × = median / median of `sum` on the same threads"
     );

@@ -49,6 +49,19 @@ def thread_backend() -> str:
     return "openmp" if _core._openmp_runtime() is not None else "rayon"
 
 
+def _attach_openmp(required_by: str | None) -> None:
+    """Runs grass-rs's work on torch's OpenMP team when its runtime is found; when it is not,
+    raises naming ``required_by`` (what asked for it), or does nothing when that is ``None``."""
+    path = torch_openmp_runtime()
+    if path is not None:
+        _core._use_openmp(path)
+    elif required_by is not None:
+        raise InvalidArgumentError(
+            f"{required_by} needs torch's GNU OpenMP runtime (libgomp), which is not loaded in this "
+            "process; use 'rayon'"
+        )
+
+
 def set_thread_backend(backend: str) -> None:
     """Runs grass-rs's parallel work on torch's OpenMP team (``"openmp"``) or on its own rayon
     pool (``"rayon"``).
@@ -61,14 +74,8 @@ def set_thread_backend(backend: str) -> None:
         raise InvalidArgumentError(f"`backend` must be one of {BACKENDS}, got {backend!r}")
     if backend == "rayon":
         _core._use_openmp(None)
-        return
-    path = torch_openmp_runtime()
-    if path is None:
-        raise InvalidArgumentError(
-            "`backend`='openmp' needs torch's GNU OpenMP runtime (libgomp), which is not loaded "
-            "in this process; use 'rayon'"
-        )
-    _core._use_openmp(path)
+    else:
+        _attach_openmp("`backend`='openmp'")
 
 
 def configure() -> None:
@@ -76,12 +83,5 @@ def configure() -> None:
     wanted = os.environ.get(ENV, "").strip().lower()
     if wanted and wanted not in BACKENDS:
         raise InvalidArgumentError(f"environment variable {ENV} must be one of {BACKENDS}, got {wanted!r}")
-    if wanted == "rayon":
-        return
-    path = torch_openmp_runtime()
-    if path is not None:
-        _core._use_openmp(path)
-    elif wanted == "openmp":
-        raise InvalidArgumentError(
-            f"{ENV}=openmp needs torch's GNU OpenMP runtime (libgomp), which is not loaded in this process"
-        )
+    if wanted != "rayon":
+        _attach_openmp(f"{ENV}=openmp" if wanted == "openmp" else None)

@@ -77,9 +77,9 @@ pub fn attach(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stops (or resumes, when attached) running work on the OpenMP team.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on && RUNTIME.get().is_some(), Ordering::Release);
+/// Stops running work on the OpenMP team (back to the rayon pool; [`attach`] resumes).
+pub fn detach() {
+    ENABLED.store(false, Ordering::Release);
 }
 
 /// The path of the attached runtime when work runs on it in this process.

@@ -105,13 +105,15 @@ fn pool(threads: usize) -> Arc<ThreadPool> {
 /// # Errors
 /// The error a task returned.
 pub(crate) fn try_for_each(n: usize, task: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
-    let threads = get_num_threads().min(n);
-    if threads <= 1 {
+    let threads = get_num_threads();
+    if threads.min(n) <= 1 {
         return (0..n).try_for_each(task);
     }
     if let Some(rt) = openmp::active() {
-        return rt.run(threads, n, &task);
+        return rt.run(threads.min(n), n, &task);
     }
+    // The pool keeps the configured size whatever `n` is (a pool per task count would be
+    // rebuilt, threads and all, whenever calls with fewer tasks alternate with larger ones).
     pool(threads).install(|| (0..n).into_par_iter().try_for_each(&task))
 }
 
@@ -253,6 +255,21 @@ impl<A> SyncPtr<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_tasks_do_not_resize_the_pool() {
+        set_num_threads(4).unwrap();
+        let size = || POOL.read().unwrap().as_ref().map(|s| s.threads);
+        try_for_each(8, |_| Ok(())).unwrap();
+        assert_eq!(size(), Some(4));
+        try_for_each(2, |_| Ok(())).unwrap(); // fewer tasks than threads
+        assert_eq!(
+            size(),
+            Some(4),
+            "the pool was rebuilt for a call with 2 tasks"
+        );
+        reset_num_threads();
+    }
 
     #[test]
     fn thread_counts_are_bounded() {

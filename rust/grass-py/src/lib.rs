@@ -62,7 +62,7 @@ mod _core {
         if let Some(p) = path {
             grass_core::openmp::attach(p).map_err(|e| PyGrassError(e).into())
         } else {
-            grass_core::openmp::set_enabled(false);
+            grass_core::openmp::detach();
             Ok(())
         }
     }
