@@ -12,6 +12,7 @@ use crate::buckets::{Buckets, SIGN_BIT};
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::Result;
+use crate::simd::{lines_mut, Line};
 pub use crate::simd::{Lanes, LANES};
 
 /// Columns per transposed block.
@@ -35,20 +36,28 @@ pub(crate) fn project_group<A: Accum>(
 ) -> Result<()> {
     let (k, c) = (sjlt.out_dim(), sjlt.c());
     debug_assert!(rows <= LANES && out.len() == rows * k);
-    let mut acc = alloc::vec_of(k, [A::ZERO; LANES], "SJLT lane accumulators")?;
-    let mut xt = vec![[A::ZERO; LANES]; LBLOCK.min(n_cols)];
+    let zero = Line([A::ZERO; LANES]);
+    let mut acc_lines = alloc::vec_of(k, zero, "SJLT lane accumulators")?;
+    let mut xt_lines = vec![zero; LBLOCK.min(n_cols)];
+    let (acc, xt) = (lines_mut(&mut acc_lines), lines_mut(&mut xt_lines));
     let mut ebuf = Vec::new();
     for j0 in (0..n_cols).step_by(LBLOCK) {
         stop.check()?;
         let n = LBLOCK.min(n_cols - j0);
         let entries = sjlt.entries(j0, n, &mut ebuf)?;
         fill(j0, &mut xt[..n]);
-        scatter(c, entries, &xt[..n], &mut acc);
+        scatter(c, entries, &xt[..n], acc);
     }
+    // Written out `LANES` buckets at a time, each sample's run contiguous: bucket by bucket, the
+    // 16 stores of one bucket land in 16 rows `4·k` bytes apart, and this step took ~15 % of a
+    // c = 1 projection (measured); blocked, it is a few per cent.
     let scale: A = sjlt.scale();
-    for (i, a) in acc.iter().enumerate() {
-        for (l, &v) in a[..rows].iter().enumerate() {
-            out[l * k + i] = if c > 1 { v * scale } else { v };
+    for (i0, blk) in acc.chunks(LANES).enumerate() {
+        for l in 0..rows {
+            let o = &mut out[l * k + i0 * LANES..][..blk.len()];
+            for (d, a) in o.iter_mut().zip(blk) {
+                *d = if c > 1 { a[l] * scale } else { a[l] };
+            }
         }
     }
     Ok(())

@@ -6,6 +6,26 @@ pub const LANES: usize = 16;
 /// A vector of one value per lane.
 pub type Lanes<A> = [A; LANES];
 
+/// A lane vector aligned to a cache line: a `[bucket][lane]` accumulator or a transposed block of
+/// these never has a 64-byte access split across two lines (measured: an accumulator 16 bytes off
+/// made the SJLT scatter 1.5–1.7× slower).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub struct Line<A>(pub Lanes<A>);
+
+/// Views aligned lines as plain lane vectors.
+pub fn lines_mut<A>(lines: &mut [Line<A>]) -> &mut [Lanes<A>] {
+    assert_eq!(
+        std::mem::size_of::<Line<A>>(),
+        std::mem::size_of::<Lanes<A>>(),
+        "a lane vector must fill whole cache lines"
+    );
+    // SAFETY: `Line<A>` is `repr(C)` around one `Lanes<A>` of the same size (asserted: no
+    // padding), so `lines.len()` lines are exactly `lines.len()` lane vectors, with stricter
+    // alignment than `Lanes<A>` needs; the borrow is carried over.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len()) }
+}
+
 /// Transposes columns `j0 .. j0 + xt.len()` of 16 `f32` rows into `xt[m][l] = src[l][j0 + m]`.
 ///
 /// Returns `false` (and writes nothing) when the CPU lacks AVX.
@@ -158,6 +178,23 @@ unsafe fn flip_signs_avx512(signs: &[u64], x: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_cache_aligned_lane_vectors() {
+        let mut f = vec![Line([0f32; LANES]); 7];
+        let mut d = vec![Line([0f64; LANES]); 5];
+        let (vf, vd) = (lines_mut(&mut f), lines_mut(&mut d));
+        assert_eq!((vf.len(), vd.len()), (7, 5));
+        for (i, v) in vf.iter_mut().enumerate() {
+            assert_eq!(v.as_ptr() as usize % 64, 0);
+            v[LANES - 1] = i as f32;
+        }
+        assert_eq!(vd[4].as_ptr() as usize % 64, 0);
+        assert!(f
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.0[LANES - 1] == i as f32));
+    }
 
     #[test]
     fn transpose_matches_scalar() {
