@@ -26,6 +26,14 @@ pub fn lines_mut<A>(lines: &mut [Line<A>]) -> &mut [Lanes<A>] {
     unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len()) }
 }
 
+/// Views aligned lines as one flat run of values (`LANES` per line), starting on a cache line.
+pub fn flat_mut<A>(lines: &mut [Line<A>]) -> &mut [A] {
+    let n = lines.len() * LANES;
+    // SAFETY: `Line<A>` is `repr(C)` around `LANES` values of `A` with no padding (the size check
+    // of `lines_mut`), so the lines are `n` contiguous, initialized `A`s; the borrow carries over.
+    unsafe { std::slice::from_raw_parts_mut(lines_mut(lines).as_mut_ptr().cast(), n) }
+}
+
 /// Transposes columns `j0 .. j0 + xt.len()` of 16 `f32` rows into `xt[m][l] = src[l][j0 + m]`.
 ///
 /// Returns `false` (and writes nothing) when the CPU lacks AVX.

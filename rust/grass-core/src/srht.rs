@@ -23,6 +23,7 @@ use crate::hash::{hash, mix64, stream_key, Stream};
 use crate::mask;
 use crate::parallel;
 use crate::projection::Projection;
+use crate::simd::{flat_mut, Line, LANES};
 
 pub use crate::fwht::fwht;
 
@@ -127,10 +128,13 @@ impl Srht {
         let per_task = batch.div_ceil(2 * parallel::get_num_threads()).max(1);
         parallel::try_chunks_mut(out, out_len * per_task, |t, o| {
             let xs = &input[t * in_len * per_task..];
-            let mut buf = alloc::vec_of(self.padded, A::ZERO, "SRHT padded values")?;
+            // Cache-line aligned: the transform's 64-byte vectors never straddle two lines.
+            let zero = Line([A::ZERO; LANES]);
+            let mut lines = alloc::vec_of(self.padded.div_ceil(LANES), zero, "SRHT padded values")?;
+            let buf = &mut flat_mut(&mut lines)[..self.padded];
             for (o, xs) in o.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
                 stop.check()?;
-                f(xs, &mut buf, o);
+                f(xs, buf, o);
             }
             Ok(())
         })
