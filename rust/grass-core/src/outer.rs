@@ -201,15 +201,19 @@ impl<'s, A: Accum> Panels<'s, A> {
         let (m_pad, n_pad) = (m.div_ceil(mr) * mr + line, n.div_ceil(nr) * nr + line);
         // `scratch` is the worker's own buffer, kept across items and calls (no page faults).
         let (a_len, b_len) = (chunk * m_pad, chunk * n_pad);
+        // One line more, so that the panels can start on a cache line: the kernels' 64-byte
+        // loads of whole tiles then never straddle two lines (row strides are whole lines).
         scratch.clear();
         alloc::resize(
             scratch,
-            a_len + b_len + mr * nr,
+            a_len + b_len + mr * nr + line,
             A::ZERO,
             "outer-product panel values",
         )?;
-        let (ap, rest) = scratch.split_at_mut(a_len);
-        let (bp, acc) = rest.split_at_mut(b_len);
+        let off = scratch.as_ptr().align_offset(64).min(line);
+        let (ap, rest) = scratch[off..].split_at_mut(a_len);
+        let (bp, rest) = rest.split_at_mut(b_len);
+        let acc = &mut rest[..mr * nr];
         if bias {
             for row in bp.chunks_exact_mut(n_pad) {
                 row[n - 1] = A::from_f32(1.0);
