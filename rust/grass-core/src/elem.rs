@@ -156,6 +156,11 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
     fn flip_signs(_signs: &[u64], _x: &[Self], _out: &mut [A]) -> bool {
         false
     }
+
+    /// The values as `f32` when `Self` is `f32` (for kernels written for `f32` only).
+    fn as_f32(_x: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Load<f32> for f32 {
@@ -171,6 +176,11 @@ impl Load<f32> for f32 {
     #[inline(always)]
     fn flip_signs(signs: &[u64], x: &[f32], out: &mut [f32]) -> bool {
         crate::simd::flip_signs_f32(signs, x, out)
+    }
+
+    #[inline(always)]
+    fn as_f32(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
     }
 }
 impl Load<f32> for f16 {

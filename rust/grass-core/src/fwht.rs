@@ -11,6 +11,10 @@
 //! the same sums and differences), and the rest is compiled for AVX-512 too. Every element goes
 //! through the same additions in the same order, so the bits do not depend on the CPU.
 use crate::elem::Accum;
+use crate::simd::{lines_mut, Isa, Lanes, Line, LANES};
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Butterfly stages with span below this many elements run block by block (in cache).
 pub const FWHT_BLOCK: usize = 2048;
@@ -27,14 +31,43 @@ fn sub<A: Accum>(a: A, b: A) -> A {
     add(a, b.flip(true))
 }
 
+/// What a butterfly combines: one accumulator value, or 16 `f32` lanes (the column form of the
+/// large stages, [`large_stages_by_columns`]); each lane goes through the scalar operations.
+trait Bf: Copy {
+    fn plus(self, o: Self) -> Self;
+    fn minus(self, o: Self) -> Self;
+}
+
+impl<A: Accum> Bf for A {
+    #[inline(always)]
+    fn plus(self, o: Self) -> Self {
+        add(self, o)
+    }
+    #[inline(always)]
+    fn minus(self, o: Self) -> Self {
+        sub(self, o)
+    }
+}
+
+impl Bf for Lanes<f32> {
+    #[inline(always)]
+    fn plus(self, o: Self) -> Self {
+        std::array::from_fn(|l| add(self[l], o[l]))
+    }
+    #[inline(always)]
+    fn minus(self, o: Self) -> Self {
+        std::array::from_fn(|l| sub(self[l], o[l]))
+    }
+}
+
 #[inline(always)]
-fn bfly4<A: Accum>(a: &mut A, b: &mut A, c: &mut A, d: &mut A) {
-    let (s0, s1) = (add(*a, *b), sub(*a, *b));
-    let (s2, s3) = (add(*c, *d), sub(*c, *d));
-    *a = add(s0, s2);
-    *b = add(s1, s3);
-    *c = sub(s0, s2);
-    *d = sub(s1, s3);
+fn bfly4<B: Bf>(a: &mut B, b: &mut B, c: &mut B, d: &mut B) {
+    let (s0, s1) = (a.plus(*b), a.minus(*b));
+    let (s2, s3) = (c.plus(*d), c.minus(*d));
+    *a = s0.plus(s2);
+    *b = s1.plus(s3);
+    *c = s0.minus(s2);
+    *d = s1.minus(s3);
 }
 
 /// `x ← H x` (`x.len()` a power of two).
@@ -43,27 +76,22 @@ pub fn fwht<A: Accum>(x: &mut [A]) {
         x.len().is_power_of_two(),
         "the length must be a power of two"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { fwht_avx512(x) };
-        }
+    match Isa::detect() {
+        // SAFETY: the CPU has the instruction set (detected).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::fwht_avx512(x) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::fwht_avx2(x) },
+        _ => fwht_impl(x, Isa::Base),
     }
-    fwht_impl(x, false);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn fwht_avx512<A: Accum>(x: &mut [A]) {
-    fwht_impl(x, true);
 }
 
 #[inline(always)]
-fn fwht_impl<A: Accum>(x: &mut [A], avx512: bool) {
+fn fwht_impl<A: Accum>(x: &mut [A], isa: Isa) {
     let block = FWHT_BLOCK.min(x.len());
     for blk in x.chunks_exact_mut(block) {
-        block_stages(blk, avx512);
+        block_stages(blk, isa);
     }
     large_stages(x);
 }
@@ -71,11 +99,15 @@ fn fwht_impl<A: Accum>(x: &mut [A], avx512: bool) {
 /// The stages of spans `FWHT_BLOCK`, `4·FWHT_BLOCK`, … (none when `x.len() ≤ FWHT_BLOCK`).
 #[inline(always)]
 pub(crate) fn large_stages<A: Accum>(x: &mut [A]) {
+    spans_from(x, FWHT_BLOCK.min(x.len()));
+}
+
+/// The stages of spans `h`, `2h`, … below `x.len()`: three per pass over the buffer while they
+/// fit (each large pass streams the whole buffer through L2), then at most one radix-4 and one
+/// radix-2 pass.
+#[inline(always)]
+fn spans_from<B: Bf>(x: &mut [B], mut h: usize) {
     let n = x.len();
-    let block = FWHT_BLOCK.min(n);
-    let mut h = block;
-    // Three stages per pass over the buffer while they fit (each large pass streams the whole
-    // buffer through L2), then at most one radix-4 and one radix-2 pass.
     while 8 * h <= n {
         radix8(x, h);
         h *= 8;
@@ -89,15 +121,15 @@ pub(crate) fn large_stages<A: Accum>(x: &mut [A]) {
     }
 }
 
-/// The stages of spans below `blk.len()` (a power of two ≤ `FWHT_BLOCK`) on one block.
+/// The stages of spans below `blk.len()` (a power of two ≤ `FWHT_BLOCK`) on one block, with
+/// the kernels of `isa` (which the CPU must have; the caller is compiled for it).
 #[inline(always)]
-pub(crate) fn block_stages<A: Accum>(blk: &mut [A], avx512: bool) {
+pub(crate) fn block_stages<A: Accum>(blk: &mut [A], isa: Isa) {
     let len = blk.len();
     let mut h = 1;
     if len >= 16 {
         // Spans 1 and 4 on each 16-element chunk.
-        let done = avx512 && span1_4_f32(blk);
-        if !done {
+        if !span1_4_f32(blk, isa) {
             for ch in blk.chunks_exact_mut(16) {
                 let ch: &mut [A; 16] = ch.try_into().unwrap();
                 span1_4(ch);
@@ -105,6 +137,13 @@ pub(crate) fn block_stages<A: Accum>(blk: &mut [A], avx512: bool) {
         }
         h = 16;
     }
+    stages_from(blk, h);
+}
+
+/// The stages of spans `h`, `4h`, … below `blk.len()` (radix 4, one radix-2 stage last).
+#[inline(always)]
+fn stages_from<A: Accum>(blk: &mut [A], mut h: usize) {
+    let len = blk.len();
     while 4 * h <= len {
         radix4(blk, h);
         h *= 4;
@@ -114,53 +153,144 @@ pub(crate) fn block_stages<A: Accum>(blk: &mut [A], avx512: bool) {
     }
 }
 
-/// Spans 1 and 4 of an `f32` block with AVX-512 in-register permutes; `false` for other types.
+/// `A` as `f32`, when it is.
 #[inline(always)]
-fn span1_4_f32<A: Accum>(blk: &mut [A]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::any::TypeId::of::<A>() == std::any::TypeId::of::<f32>()
-            && std::arch::is_x86_feature_detected!("avx512f")
-        {
-            // SAFETY: `A` is `f32` (same type id), so the slice is an `f32` slice of the same
-            // length; AVX-512F is available (checked).
-            unsafe {
-                let f = std::slice::from_raw_parts_mut(blk.as_mut_ptr().cast::<f32>(), blk.len());
-                span1_4_avx512(f);
-            }
-            return true;
-        }
-    }
-    let _ = blk;
-    false
+fn as_f32_mut<A: Accum>(v: &mut [A]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<A>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: `A` is `f32` (same type id): the same values, the same type and length; the
+        // borrow carries over.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    })
 }
 
-/// # Safety
-/// AVX-512F must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn span1_4_avx512(blk: &mut [f32]) {
-    use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_permute_ps,
-        _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_sub_ps,
+/// Spans 1–8 of each 16-element chunk of an `f32` block in registers (AVX-512 or AVX2 + FMA);
+/// `false` for other types and instruction sets.
+#[inline(always)]
+fn span1_4_f32<A: Accum>(blk: &mut [A], isa: Isa) -> bool {
+    let Some(f) = as_f32_mut(blk) else {
+        return false;
     };
-    for ch in blk.chunks_exact_mut(16) {
-        // SAFETY: `ch` holds 16 f32.
-        let mut w = unsafe { _mm512_loadu_ps(ch.as_ptr()) };
-        // Span 1: pairs (a, b) → (a + b, a − b); then span 2: (s0, s1, s2, s3) → (s0 + s2, s1 + s3,
-        // s0 − s2, s1 − s3). The partner `p` holds a at b's position, so `p − w` is a − b there.
-        let p = _mm512_permute_ps::<0xB1>(w);
-        w = _mm512_mask_blend_ps(0xAAAA, _mm512_add_ps(w, p), _mm512_sub_ps(p, w));
-        let p = _mm512_permute_ps::<0x4E>(w);
-        w = _mm512_mask_blend_ps(0xCCCC, _mm512_add_ps(w, p), _mm512_sub_ps(p, w));
-        // Spans 4 and 8: the same across 128-bit lanes.
-        let p = _mm512_shuffle_f32x4::<0xB1>(w, w);
-        w = _mm512_mask_blend_ps(0xF0F0, _mm512_add_ps(w, p), _mm512_sub_ps(p, w));
-        let p = _mm512_shuffle_f32x4::<0x4E>(w, w);
-        w = _mm512_mask_blend_ps(0xFF00, _mm512_add_ps(w, p), _mm512_sub_ps(p, w));
+    match isa {
+        // SAFETY: the caller's CPU has `isa` (this function's contract).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::span1_4_avx512(f) },
         // SAFETY: as above.
-        unsafe { _mm512_storeu_ps(ch.as_mut_ptr(), w) };
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::span1_4_avx2(f) },
+        _ => return false,
+    }
+    true
+}
+
+/// The sign flip `blk = ±x` and every in-block stage of one full block of `f32`
+/// (`x.len() == blk.len() == FWHT_BLOCK`; `signs` starts at the word of `x[0]`, bit set =
+/// negate): the flip and spans 1–8 of each 16-element chunk run in registers between one load of
+/// `x` and one store into `blk`, and each line of `ahead` (the next block's input, or less) is
+/// prefetched. Returns `false`, writing nothing, unless `A` is `f32` and `isa`
+/// (which the CPU must have) is AVX-512 or AVX2.
+#[inline(always)]
+pub(crate) fn signed_block_f32<A: Accum>(
+    signs: &[u64],
+    x: &[f32],
+    ahead: &[f32],
+    blk: &mut [A],
+    isa: Isa,
+) -> bool {
+    assert!(
+        x.len() == FWHT_BLOCK && blk.len() == FWHT_BLOCK && signs.len() * 64 >= FWHT_BLOCK,
+        "a signed block is FWHT_BLOCK values"
+    );
+    let Some(b) = as_f32_mut(blk) else {
+        return false;
+    };
+    match isa {
+        // SAFETY: the CPU has `isa` (this function's contract); the lengths are asserted.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::signed_block_avx512(signs, x, ahead, b) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::signed_block_avx2(signs, x, ahead, b) },
+        _ => return false,
+    }
+    stages_from(b, 16);
+    true
+}
+
+/// Most rows (`n / FWHT_BLOCK`) the column form of the large stages takes (a 16-column strip of
+/// 128 rows is 8 KiB, L1-resident).
+pub(crate) const COLUMN_ROWS: usize = 128;
+
+/// Whether [`large_stages_by_columns`] runs on `n` values of `A` with `isa`: `A` is `f32`,
+/// `isa` is AVX-512 or AVX2, and `FWHT_BLOCK < n ≤ COLUMN_ROWS · FWHT_BLOCK` (a power of two).
+pub(crate) fn by_columns<A: Accum>(n: usize, isa: Isa) -> bool {
+    std::any::TypeId::of::<A>() == std::any::TypeId::of::<f32>()
+        && n.is_power_of_two()
+        && FWHT_BLOCK < n
+        && n <= COLUMN_ROWS * FWHT_BLOCK
+        && matches!(isa, Isa::Avx2 | Isa::Avx512)
+}
+
+/// Places block `t` (`FWHT_BLOCK` values, after its in-block stages) into the strip-major
+/// layout of an `n`-value buffer that [`large_stages_by_columns`] reads: strip `g` (columns
+/// `16g … 16g + 15` of the `(n / FWHT_BLOCK, FWHT_BLOCK)` view) is contiguous, row by row, so
+/// the value at `t · FWHT_BLOCK + 16g + l` goes to `(g · rows + t) · 16 + l`.
+#[inline(always)]
+pub(crate) fn block_to_strips<A: Copy>(blk: &[A], t: usize, strips: &mut [A]) {
+    let rows = strips.len() / FWHT_BLOCK;
+    for (g, v) in blk.chunks_exact(LANES).enumerate() {
+        let at = (g * rows + t) * LANES;
+        strips[at..at + LANES].copy_from_slice(v);
+    }
+}
+
+/// The large stages (spans `FWHT_BLOCK` … `n/2`) of an `f32` buffer in the strip-major layout
+/// of [`block_to_strips`], one strip of 16 columns at a time: each strip is read once
+/// (sequentially), transformed in L1, and handed to `each(g, strip)` with `strip[t · 16 + l]`
+/// the result at `t · FWHT_BLOCK + 16g + l`. Every large stage pairs elements of one column, so
+/// this performs the same additions in the same order as [`large_stages`]. `strips` is not
+/// changed.
+///
+/// Returns `false`, calling nothing, unless [`by_columns`]`(n, isa)` (`isa` the CPU must have).
+#[inline(always)]
+pub(crate) fn large_stages_by_columns<A: Accum>(
+    strips: &[A],
+    isa: Isa,
+    mut each: impl FnMut(usize, &[A]),
+) -> bool {
+    let n = strips.len();
+    if !by_columns::<A>(n, isa) {
+        return false;
+    }
+    // SAFETY: `A` is `f32` (`by_columns`), so both casts view the same values as the same type.
+    let f = unsafe { std::slice::from_raw_parts(strips.as_ptr().cast::<f32>(), n) };
+    let mut each_f32 = |g: usize, strip: &[f32]| {
+        // SAFETY: as above.
+        each(g, unsafe {
+            std::slice::from_raw_parts(strip.as_ptr().cast::<A>(), strip.len())
+        });
+    };
+    match isa {
+        // SAFETY: the CPU has `isa` (this function's contract).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::columns_avx512(f, &mut each_f32) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::columns_avx2(f, &mut each_f32) },
+        _ => return false,
+    }
+    true
+}
+
+/// The body of the column form (compiled for each instruction set by its wrapper).
+#[inline(always)]
+fn columns(buf: &[f32], each: &mut impl FnMut(usize, &[f32])) {
+    let rows = buf.len() / FWHT_BLOCK;
+    let mut lines = [Line([0f32; LANES]); COLUMN_ROWS];
+    let strip = &mut lines_mut(&mut lines)[..rows];
+    for (g, src) in buf.chunks_exact(rows * LANES).enumerate() {
+        strip.as_flattened_mut().copy_from_slice(src);
+        spans_from(strip, 1);
+        each(g, strip.as_flattened());
     }
 }
 
@@ -180,19 +310,19 @@ fn span1_4<A: Accum>(v: &mut [A; 16]) {
 }
 
 #[inline(always)]
-fn radix2<A: Accum>(x: &mut [A], h: usize) {
+fn radix2<B: Bf>(x: &mut [B], h: usize) {
     for chunk in x.chunks_exact_mut(2 * h) {
         let (lo, hi) = chunk.split_at_mut(h);
         for (u, v) in lo.iter_mut().zip(hi.iter_mut()) {
             let (a, b) = (*u, *v);
-            *u = add(a, b);
-            *v = sub(a, b);
+            *u = a.plus(b);
+            *v = a.minus(b);
         }
     }
 }
 
 #[inline(always)]
-fn radix4<A: Accum>(x: &mut [A], h: usize) {
+fn radix4<B: Bf>(x: &mut [B], h: usize) {
     for chunk in x.chunks_exact_mut(4 * h) {
         let (ab, cd) = chunk.split_at_mut(2 * h);
         let (qa, qb) = ab.split_at_mut(h);
@@ -211,7 +341,7 @@ fn radix4<A: Accum>(x: &mut [A], h: usize) {
 /// Stages of spans `h`, `2h` and `4h` in one pass over the 8 rows `i + r·h` of each chunk: the
 /// same additions, in the same stage order, as three radix-2 passes.
 #[inline(always)]
-fn radix8<A: Accum>(x: &mut [A], h: usize) {
+fn radix8<B: Bf>(x: &mut [B], h: usize) {
     for chunk in x.chunks_exact_mut(8 * h) {
         let (q0, rest) = chunk.split_at_mut(h);
         let (q1, rest) = rest.split_at_mut(h);
@@ -221,29 +351,39 @@ fn radix8<A: Accum>(x: &mut [A], h: usize) {
         let (q5, rest) = rest.split_at_mut(h);
         let (q6, q7) = rest.split_at_mut(h);
         for i in 0..h {
-            let mut v = [q0[i], q1[i], q2[i], q3[i], q4[i], q5[i], q6[i], q7[i]];
-            for s in [1, 2, 4] {
-                for r in 0..8 {
-                    if r & s == 0 {
-                        let (a, b) = (v[r], v[r + s]);
-                        v[r] = add(a, b);
-                        v[r + s] = sub(a, b);
-                    }
-                }
+            let [mut v0, mut v1, mut v2, mut v3] = [q0[i], q1[i], q2[i], q3[i]];
+            let [mut v4, mut v5, mut v6, mut v7] = [q4[i], q5[i], q6[i], q7[i]];
+            // Written out (not looped) so that 16-lane values stay in registers.
+            macro_rules! bf {
+                ($a:ident, $b:ident) => {
+                    ($a, $b) = ($a.plus($b), $a.minus($b));
+                };
             }
-            (q0[i], q1[i], q2[i], q3[i]) = (v[0], v[1], v[2], v[3]);
-            (q4[i], q5[i], q6[i], q7[i]) = (v[4], v[5], v[6], v[7]);
+            bf!(v0, v1);
+            bf!(v2, v3);
+            bf!(v4, v5);
+            bf!(v6, v7);
+            bf!(v0, v2);
+            bf!(v1, v3);
+            bf!(v4, v6);
+            bf!(v5, v7);
+            bf!(v0, v4);
+            bf!(v1, v5);
+            bf!(v2, v6);
+            bf!(v3, v7);
+            (q0[i], q1[i], q2[i], q3[i]) = (v0, v1, v2, v3);
+            (q4[i], q5[i], q6[i], q7[i]) = (v4, v5, v6, v7);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hash::hash;
 
     /// The contract's stage-by-stage sweep, scalar.
-    fn sweep<A: Accum>(x: &mut [A]) {
+    pub(crate) fn sweep<A: Accum>(x: &mut [A]) {
         fn stages<A: Accum>(x: &mut [A], h0: usize, end: usize) {
             let mut h = h0;
             while 4 * h <= end {

@@ -1,5 +1,35 @@
 //! Hand-vectorized helpers (x86-64 AVX), selected at run time; every caller has a portable path.
 
+/// The vector instruction set a kernel runs with, detected at run time (ordered: a CPU with one
+/// has the ones before it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// The target's baseline (SSE2 on x86-64).
+    Base,
+    /// AVX2 with FMA.
+    Avx2,
+    /// AVX-512F.
+    Avx512,
+}
+
+impl Isa {
+    /// The widest instruction set this CPU has.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Self::Avx2;
+            }
+        }
+        Self::Base
+    }
+}
+
 /// Samples per lane group of the SJLT kernel (one 512-bit vector of `f32`).
 pub const LANES: usize = 16;
 

@@ -19,11 +19,12 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{at_least_one, invalid, Result};
+use crate::fwht::{signed_block_f32, COLUMN_ROWS, FWHT_BLOCK};
 use crate::hash::{hash, mix64, stream_key, Stream};
 use crate::mask;
 use crate::parallel;
 use crate::projection::Projection;
-use crate::simd::{flat_mut, Line, LANES};
+use crate::simd::{flat_mut, Isa, Line, LANES};
 
 pub use crate::fwht::fwht;
 
@@ -36,6 +37,51 @@ pub struct Srht {
     /// Sign bits of `D`, bit `j` set = `d_j = −1`.
     signs: Vec<u64>,
     rows: Vec<usize>,
+    /// The kept rows by 16-column strip of the `(padded / FWHT_BLOCK, FWHT_BLOCK)` view (the
+    /// column form of the large FWHT stages hands out one strip at a time).
+    strips: Strips,
+}
+
+/// Kept rows grouped by strip: strip `g` holds the `(output index, place in the strip)` pairs
+/// `entries[start[g] .. start[g + 1]]`.
+#[derive(Debug, Clone, Default)]
+struct Strips {
+    start: Vec<u32>,
+    entries: Vec<(u32, u32)>,
+}
+
+impl Strips {
+    /// Empty (unused) unless the large stages exist (`padded > FWHT_BLOCK`) and can run by
+    /// columns; `O(k)`.
+    fn new(padded: usize, rows: &[usize]) -> Result<Self> {
+        let block = FWHT_BLOCK;
+        if padded <= block || padded > COLUMN_ROWS * block {
+            return Ok(Self::default());
+        }
+        let strips = block / LANES;
+        let strip = |r: usize| (r % block) / LANES;
+        let mut start = alloc::vec_of(strips + 1, 0u32, "SRHT strip offsets")?;
+        for &r in rows {
+            start[strip(r) + 1] += 1;
+        }
+        for g in 0..strips {
+            start[g + 1] += start[g];
+        }
+        let mut fill: Vec<u32> = start[..strips].to_vec();
+        let mut entries = alloc::vec_of(rows.len(), (0u32, 0u32), "SRHT strip entries")?;
+        for (i, &r) in rows.iter().enumerate() {
+            let g = strip(r);
+            // Row `r` is row `r / block` of its strip, lane `r % LANES`.
+            entries[fill[g] as usize] = (i as u32, ((r / block) * LANES + r % LANES) as u32);
+            fill[g] += 1;
+        }
+        Ok(Self { start, entries })
+    }
+
+    /// The `(output index, place)` pairs of strip `g`.
+    fn of(&self, g: usize) -> &[(u32, u32)] {
+        &self.entries[self.start[g] as usize..self.start[g + 1] as usize]
+    }
 }
 
 impl Srht {
@@ -71,12 +117,14 @@ impl Srht {
             Ok(())
         })?;
         let rows = mask::sample_keyed(padded, out_dim, mix64(key))?;
+        let strips = Strips::new(padded, &rows)?;
         Ok(Self {
             in_dim,
             padded,
             seed,
             signs,
             rows,
+            strips,
         })
     }
 
@@ -112,9 +160,10 @@ impl Srht {
 
     /// Runs `f(sample, buf, out_row)` on each of the `batch` samples of `input` (`in_len` values
     /// each) and rows of `out` (`out_len` values each), in parallel, checking for cancellation
-    /// before each sample. `buf` is a scratch buffer of `padded` values, one per task of a few
-    /// samples (rayon may call a `for_each_init` init once per sample, and a fresh buffer of
-    /// `padded` values is mapped and faulted in each time); `f` must not rely on its contents.
+    /// before each sample. `buf` is a scratch buffer of `padded + FWHT_BLOCK` values (the
+    /// transform's buffer, then one block of scratch), one per task of a few samples (rayon may
+    /// call a `for_each_init` init once per sample, and a fresh buffer is mapped and faulted in
+    /// each time); `f` must not rely on its contents.
     fn per_sample<I: Sync, A: Accum>(
         &self,
         input: &[I],
@@ -130,8 +179,9 @@ impl Srht {
             let xs = &input[t * in_len * per_task..];
             // Cache-line aligned: the transform's 64-byte vectors never straddle two lines.
             let zero = Line([A::ZERO; LANES]);
-            let mut lines = alloc::vec_of(self.padded.div_ceil(LANES), zero, "SRHT padded values")?;
-            let buf = &mut flat_mut(&mut lines)[..self.padded];
+            let len = self.padded + FWHT_BLOCK;
+            let mut lines = alloc::vec_of(len.div_ceil(LANES), zero, "SRHT padded values")?;
+            let buf = &mut flat_mut(&mut lines)[..len];
             for (o, xs) in o.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
                 stop.check()?;
                 f(xs, buf, o);
@@ -159,7 +209,7 @@ impl Projection for Srht {
     ) -> Result<()> {
         let scale: A = self.scale();
         self.per_sample(x, self.in_dim, out, self.out_dim(), batch, |xs, buf, o| {
-            project_sample(&self.signs, &self.rows, scale, xs, buf, o);
+            project_sample(self, scale, xs, buf, o);
         })
     }
 
@@ -167,6 +217,7 @@ impl Projection for Srht {
     fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
         let scale: A = self.scale();
         self.per_sample(y, self.out_dim(), out, self.in_dim, batch, |ys, buf, o| {
+            let buf = &mut buf[..self.padded];
             buf.fill(A::ZERO);
             for (&v, &r) in ys.iter().zip(&self.rows) {
                 buf[r] = v;
@@ -179,67 +230,125 @@ impl Projection for Srht {
     }
 }
 
-/// One sample: signs, transform, kept rows (compiled for AVX-512 when the CPU has it).
-fn project_sample<T: Load<A>, A: Accum>(
-    signs: &[u64],
-    rows: &[usize],
-    scale: A,
-    x: &[T],
-    buf: &mut [A],
-    out: &mut [A],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { project_sample_avx512(signs, rows, scale, x, buf, out) };
-        }
-    }
-    project_sample_impl(signs, rows, scale, x, buf, out, false);
+/// One sample: signs, transform, kept rows (compiled for the widest instruction set the CPU has).
+fn project_sample<T: Load<A>, A: Accum>(s: &Srht, scale: A, x: &[T], buf: &mut [A], out: &mut [A]) {
+    project_sample_on(Isa::detect(), s, scale, x, buf, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn project_sample_avx512<T: Load<A>, A: Accum>(
-    signs: &[u64],
-    rows: &[usize],
+/// [`project_sample`] with the kernels of `isa`, which the CPU must have.
+fn project_sample_on<T: Load<A>, A: Accum>(
+    isa: Isa,
+    s: &Srht,
     scale: A,
     x: &[T],
     buf: &mut [A],
     out: &mut [A],
 ) {
-    project_sample_impl(signs, rows, scale, x, buf, out, true);
+    assert!(isa <= Isa::detect(), "{isa:?} is not available on this CPU");
+    match isa {
+        // SAFETY: the CPU has the instruction set (detected).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { project_sample_avx512(s, scale, x, buf, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { project_sample_avx2(s, scale, x, buf, out) },
+        _ => project_sample_impl(s, scale, x, buf, out, Isa::Base),
+    }
+}
+
+/// # Safety
+/// AVX-512F must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn project_sample_avx512<T: Load<A>, A: Accum>(
+    s: &Srht,
+    scale: A,
+    x: &[T],
+    buf: &mut [A],
+    out: &mut [A],
+) {
+    project_sample_impl(s, scale, x, buf, out, Isa::Avx512);
+}
+
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn project_sample_avx2<T: Load<A>, A: Accum>(
+    s: &Srht,
+    scale: A,
+    x: &[T],
+    buf: &mut [A],
+    out: &mut [A],
+) {
+    project_sample_impl(s, scale, x, buf, out, Isa::Avx2);
 }
 
 #[inline(always)]
 fn project_sample_impl<T: Load<A>, A: Accum>(
-    signs: &[u64],
-    rows: &[usize],
+    s: &Srht,
     scale: A,
     x: &[T],
     buf: &mut [A],
     out: &mut [A],
-    avx512: bool,
+    isa: Isa,
 ) {
     // Signs and the in-block stages one block at a time (the block stays in L1), then the
-    // large spans; a block of padding stays +0 through its stages, so it is only zeroed.
-    let p = x.len();
-    let block = crate::fwht::FWHT_BLOCK.min(buf.len());
-    for (i, blk) in buf.chunks_exact_mut(block).enumerate() {
-        let j0 = i * block;
-        if j0 >= p {
-            blk.fill(A::ZERO);
-            continue;
+    // large spans. (No closures here: a closure is not compiled for the caller's instruction
+    // set, and the in-block stages ran in SSE2 inside one.)
+    let n = s.padded;
+    let (buf, scratch) = buf.split_at_mut(n);
+    if crate::fwht::by_columns::<A>(n, isa) {
+        // Each block in L1 scratch, placed strip-major; then the large stages 16 columns at a
+        // time, each strip's kept rows read as it completes.
+        let blk = &mut scratch[..FWHT_BLOCK];
+        for i in 0..n / FWHT_BLOCK {
+            in_block(s, x, i, blk, isa);
+            crate::fwht::block_to_strips(blk, i, buf);
         }
-        let m = block.min(p - j0);
-        apply_signs(&signs[j0 / 64..], &x[j0..j0 + m], &mut blk[..m]);
-        blk[m..].fill(A::ZERO);
-        crate::fwht::block_stages(blk, avx512);
+        crate::fwht::large_stages_by_columns(buf, isa, |g, strip| {
+            for &(i, at) in s.strips.of(g) {
+                out[i as usize] = strip[at as usize] * scale;
+            }
+        });
+    } else {
+        for (i, blk) in buf.chunks_exact_mut(FWHT_BLOCK.min(n)).enumerate() {
+            in_block(s, x, i, blk, isa);
+        }
+        crate::fwht::large_stages(buf);
+        for (dst, &r) in out.iter_mut().zip(&s.rows) {
+            *dst = buf[r] * scale;
+        }
     }
-    crate::fwht::large_stages(buf);
-    for (dst, &r) in out.iter_mut().zip(rows) {
-        *dst = buf[r] * scale;
+}
+
+/// How many blocks ahead the input is prefetched.
+const PREFETCH_BLOCKS: usize = 1;
+
+/// Block `i` of one sample (`blk.len()` values): signs, then the in-block stages; a block of
+/// padding stays +0 through its stages, so it is only zeroed.
+#[inline(always)]
+fn in_block<T: Load<A>, A: Accum>(s: &Srht, x: &[T], i: usize, blk: &mut [A], isa: Isa) {
+    let (p, block) = (x.len(), blk.len());
+    let j0 = i * block;
+    if j0 >= p {
+        blk.fill(A::ZERO);
+        return;
     }
+    let m = block.min(p - j0);
+    let signs = &s.signs[j0 / 64..];
+    let xs = &x[j0..j0 + m];
+    if m == FWHT_BLOCK {
+        if let Some(xf) = T::as_f32(&x[j0..]) {
+            let ahead = &xf[(PREFETCH_BLOCKS * block).min(xf.len())..];
+            if signed_block_f32(signs, &xf[..m], ahead, blk, isa) {
+                return;
+            }
+        }
+    }
+    apply_signs(signs, xs, &mut blk[..m]);
+    blk[m..].fill(A::ZERO);
+    crate::fwht::block_stages(blk, isa);
 }
 
 /// `buf[j] = ±x[j]` with the sign bits of `D` (`signs` starts at the word of `x[0]`, which
@@ -335,6 +444,63 @@ mod tests {
             s.project(&xf, batch, &mut outf).unwrap();
             for (a, b) in outf.iter().zip(&out) {
                 assert!((f64::from(*a) - b).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// Every path of `project` — the fused sign block and the column form of the large stages
+    /// (`f32`), partial and padding blocks, more rows than the column form takes, `f64` — gives
+    /// the bits of the contract's sequence done one step at a time: signs, the stage-by-stage
+    /// sweep, the kept rows, the scale.
+    #[test]
+    fn same_bits_as_signs_then_sweep() {
+        fn check<A: Accum + Load<A> + Into<f64>>(s: &Srht, x: &[A], batch: usize) {
+            let (p, k) = (s.in_dim(), s.out_dim());
+            let mut out = vec![A::ZERO; batch * k];
+            s.project(x, batch, &mut out).unwrap();
+            let scale = A::from_f64(1.0 / (k as f64).sqrt());
+            for b in 0..batch {
+                let mut buf = vec![A::ZERO; s.padded_dim()];
+                for (j, v) in buf[..p].iter_mut().enumerate() {
+                    *v = x[b * p + j].flip(s.negative(j));
+                }
+                crate::fwht::tests::sweep(&mut buf);
+                for (i, &r) in s.rows().iter().enumerate() {
+                    let (got, want): (f64, f64) = (out[b * k + i].into(), (buf[r] * scale).into());
+                    assert_eq!(got.to_bits(), want.to_bits(), "p={p} b={b} i={i}");
+                }
+            }
+        }
+        for p in [3 * 2048 + 5, 1 << 15, 1 << 17, 1 << 18, (1 << 18) + 1] {
+            let s = Srht::new(p, 2048, p as u64).unwrap();
+            let x = data(2 * p, 5);
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            check(&s, &xf, 2);
+            if p <= 1 << 15 {
+                check(&s, &x, 2);
+            }
+        }
+    }
+
+    /// Each instruction set this CPU has (not only the widest, which `project` picks) gives the
+    /// same bits, on the paths above.
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        for p in [3 * 2048 + 5, 1 << 17, (1 << 18) + 1] {
+            let s = Srht::new(p, 2048, 3).unwrap();
+            let x: Vec<f32> = data(p, 6).iter().map(|&v| v as f32).collect();
+            let (k, scale) = (s.out_dim(), s.scale::<f32>());
+            let run = |isa: Isa| {
+                let mut buf = vec![0f32; s.padded_dim() + FWHT_BLOCK];
+                let mut out = vec![0f32; k];
+                project_sample_on(isa, &s, scale, &x, &mut buf, &mut out);
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let base = run(Isa::Base);
+            for isa in [Isa::Avx2, Isa::Avx512] {
+                if isa <= Isa::detect() {
+                    assert_eq!(run(isa), base, "p={p} {isa:?}");
+                }
             }
         }
     }
