@@ -230,39 +230,29 @@ pub(crate) fn by_columns<A: Accum>(n: usize, isa: Isa) -> bool {
         && matches!(isa, Isa::Avx2 | Isa::Avx512)
 }
 
-/// Places block `t` (`FWHT_BLOCK` values, after its in-block stages) into the strip-major
-/// layout of an `n`-value buffer that [`large_stages_by_columns`] reads: strip `g` (columns
-/// `16g … 16g + 15` of the `(n / FWHT_BLOCK, FWHT_BLOCK)` view) is contiguous, row by row, so
-/// the value at `t · FWHT_BLOCK + 16g + l` goes to `(g · rows + t) · 16 + l`.
-#[inline(always)]
-pub(crate) fn block_to_strips<A: Copy>(blk: &[A], t: usize, strips: &mut [A]) {
-    let rows = strips.len() / FWHT_BLOCK;
-    for (g, v) in blk.chunks_exact(LANES).enumerate() {
-        let at = (g * rows + t) * LANES;
-        strips[at..at + LANES].copy_from_slice(v);
-    }
-}
-
-/// The large stages (spans `FWHT_BLOCK` … `n/2`) of an `f32` buffer in the strip-major layout
-/// of [`block_to_strips`], one strip of 16 columns at a time: each strip is read once
-/// (sequentially), transformed in L1, and handed to `each(g, strip)` with `strip[t · 16 + l]`
-/// the result at `t · FWHT_BLOCK + 16g + l`. Every large stage pairs elements of one column, so
-/// this performs the same additions in the same order as [`large_stages`]. `strips` is not
-/// changed.
+/// The large stages (spans `FWHT_BLOCK` … `n/2`) of an `f32` buffer, 16 columns at a time:
+/// for each strip `g` of columns `16g … 16g + 15` of the `(n / FWHT_BLOCK, FWHT_BLOCK)` view,
+/// the strip is copied out, transformed in L1, and handed to `each(g, strip)` with
+/// `strip[t · 16 + l]` the result at `t · FWHT_BLOCK + 16g + l`. Every large stage pairs
+/// elements of one column, so this performs the same additions in the same order as
+/// [`large_stages`], with one read of the buffer (from L2 / L3) and no write, where the
+/// whole-buffer passes read and write it twice. `buf` is not changed. (A strip-major buffer,
+/// which the strips read sequentially, measured no faster: the in-block phase's scattered
+/// stores cost what the strided reads save.)
 ///
 /// Returns `false`, calling nothing, unless [`by_columns`]`(n, isa)` (`isa` the CPU must have).
 #[inline(always)]
 pub(crate) fn large_stages_by_columns<A: Accum>(
-    strips: &[A],
+    buf: &[A],
     isa: Isa,
     mut each: impl FnMut(usize, &[A]),
 ) -> bool {
-    let n = strips.len();
+    let n = buf.len();
     if !by_columns::<A>(n, isa) {
         return false;
     }
     // SAFETY: `A` is `f32` (`by_columns`), so both casts view the same values as the same type.
-    let f = unsafe { std::slice::from_raw_parts(strips.as_ptr().cast::<f32>(), n) };
+    let f = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<f32>(), n) };
     let mut each_f32 = |g: usize, strip: &[f32]| {
         // SAFETY: as above.
         each(g, unsafe {
@@ -287,8 +277,11 @@ fn columns(buf: &[f32], each: &mut impl FnMut(usize, &[f32])) {
     let rows = buf.len() / FWHT_BLOCK;
     let mut lines = [Line([0f32; LANES]); COLUMN_ROWS];
     let strip = &mut lines_mut(&mut lines)[..rows];
-    for (g, src) in buf.chunks_exact(rows * LANES).enumerate() {
-        strip.as_flattened_mut().copy_from_slice(src);
+    for g in 0..FWHT_BLOCK / LANES {
+        for (t, v) in strip.iter_mut().enumerate() {
+            let at = t * FWHT_BLOCK + g * LANES;
+            *v = buf[at..at + LANES].try_into().unwrap();
+        }
         spans_from(strip, 1);
         each(g, strip.as_flattened());
     }

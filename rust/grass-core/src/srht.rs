@@ -160,10 +160,9 @@ impl Srht {
 
     /// Runs `f(sample, buf, out_row)` on each of the `batch` samples of `input` (`in_len` values
     /// each) and rows of `out` (`out_len` values each), in parallel, checking for cancellation
-    /// before each sample. `buf` is a scratch buffer of `padded + FWHT_BLOCK` values (the
-    /// transform's buffer, then one block of scratch), one per task of a few samples (rayon may
-    /// call a `for_each_init` init once per sample, and a fresh buffer is mapped and faulted in
-    /// each time); `f` must not rely on its contents.
+    /// before each sample. `buf` is a scratch buffer of `padded` values, one per task of a few
+    /// samples (rayon may call a `for_each_init` init once per sample, and a fresh buffer of
+    /// `padded` values is mapped and faulted in each time); `f` must not rely on its contents.
     fn per_sample<I: Sync, A: Accum>(
         &self,
         input: &[I],
@@ -179,9 +178,8 @@ impl Srht {
             let xs = &input[t * in_len * per_task..];
             // Cache-line aligned: the transform's 64-byte vectors never straddle two lines.
             let zero = Line([A::ZERO; LANES]);
-            let len = self.padded + FWHT_BLOCK;
-            let mut lines = alloc::vec_of(len.div_ceil(LANES), zero, "SRHT padded values")?;
-            let buf = &mut flat_mut(&mut lines)[..len];
+            let mut lines = alloc::vec_of(self.padded.div_ceil(LANES), zero, "SRHT padded values")?;
+            let buf = &mut flat_mut(&mut lines)[..self.padded];
             for (o, xs) in o.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
                 stop.check()?;
                 f(xs, buf, o);
@@ -217,7 +215,6 @@ impl Projection for Srht {
     fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
         let scale: A = self.scale();
         self.per_sample(y, self.out_dim(), out, self.in_dim, batch, |ys, buf, o| {
-            let buf = &mut buf[..self.padded];
             buf.fill(A::ZERO);
             for (&v, &r) in ys.iter().zip(&self.rows) {
                 buf[r] = v;
@@ -297,24 +294,17 @@ fn project_sample_impl<T: Load<A>, A: Accum>(
     // large spans. (No closures here: a closure is not compiled for the caller's instruction
     // set, and the in-block stages ran in SSE2 inside one.)
     let n = s.padded;
-    let (buf, scratch) = buf.split_at_mut(n);
-    if crate::fwht::by_columns::<A>(n, isa) {
-        // Each block in L1 scratch, placed strip-major; then the large stages 16 columns at a
-        // time, each strip's kept rows read as it completes.
-        let blk = &mut scratch[..FWHT_BLOCK];
-        for i in 0..n / FWHT_BLOCK {
-            in_block(s, x, i, blk, isa);
-            crate::fwht::block_to_strips(blk, i, buf);
+    for (i, blk) in buf.chunks_exact_mut(FWHT_BLOCK.min(n)).enumerate() {
+        in_block(s, x, i, blk, isa);
+    }
+    // The large stages 16 columns at a time, each strip's kept rows read as it completes; else
+    // over the whole buffer, then the kept rows.
+    let by_columns = crate::fwht::large_stages_by_columns(buf, isa, |g, strip| {
+        for &(i, at) in s.strips.of(g) {
+            out[i as usize] = strip[at as usize] * scale;
         }
-        crate::fwht::large_stages_by_columns(buf, isa, |g, strip| {
-            for &(i, at) in s.strips.of(g) {
-                out[i as usize] = strip[at as usize] * scale;
-            }
-        });
-    } else {
-        for (i, blk) in buf.chunks_exact_mut(FWHT_BLOCK.min(n)).enumerate() {
-            in_block(s, x, i, blk, isa);
-        }
+    });
+    if !by_columns {
         crate::fwht::large_stages(buf);
         for (dst, &r) in out.iter_mut().zip(&s.rows) {
             *dst = buf[r] * scale;
@@ -491,7 +481,7 @@ mod tests {
             let x: Vec<f32> = data(p, 6).iter().map(|&v| v as f32).collect();
             let (k, scale) = (s.out_dim(), s.scale::<f32>());
             let run = |isa: Isa| {
-                let mut buf = vec![0f32; s.padded_dim() + FWHT_BLOCK];
+                let mut buf = vec![0f32; s.padded_dim()];
                 let mut out = vec![0f32; k];
                 project_sample_on(isa, &s, scale, &x, &mut buf, &mut out);
                 out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
