@@ -6,10 +6,14 @@
 //! whole buffer (one radix-2 stage last when needed). Stage grouping does not change the bits: each
 //! stage pairs the same elements, so any grouping that keeps the stages in increasing span order
 //! performs the same additions in the same order; the large stages run three at a time (radix-8)
-//! to stream the buffer through L2 fewer times. With AVX-512 the stages of spans 1 and 2
-//! (and 4 and 8) of each 16-element chunk run in one register (lane permutes + masked blends of
-//! the same sums and differences), and the rest is compiled for AVX-512 too. Every element goes
-//! through the same additions in the same order, so the bits do not depend on the CPU.
+//! to stream the buffer through L2 fewer times, or, for the SRHT's `f32` projection, column strip
+//! by column strip in L1 ([`large_stages_by_columns`]: one read of the buffer, no write).
+//!
+//! The code is compiled for the widest instruction set the CPU has ([`Isa`]: AVX-512F, AVX2 +
+//! FMA, or the baseline), and the stages of spans 1–8 of each 16-element chunk run in registers
+//! (`x86.rs`: one lane permute and one FMA by ±1 per stage, which rounds exactly as the add or
+//! subtract). Every element goes through the same additions in the same order, so the bits do
+//! not depend on the CPU or the instruction set (tests compare every set the CPU has).
 use crate::elem::Accum;
 use crate::simd::{lines_mut, Isa, Lanes, Line, LANES};
 
