@@ -222,15 +222,19 @@ pub(crate) fn signed_block_f32<A: Accum>(
 
 /// Most rows (`n / FWHT_BLOCK`) the column form of the large stages takes (a 16-column strip of
 /// 128 rows is 8 KiB, L1-resident).
-pub(crate) const COLUMN_ROWS: usize = 128;
+const COLUMN_ROWS: usize = 128;
+
+/// Whether a transform of length `n` has large stages that fit the column form:
+/// `FWHT_BLOCK < n ≤ COLUMN_ROWS · FWHT_BLOCK`, a power of two.
+pub(crate) fn columns_fit(n: usize) -> bool {
+    n.is_power_of_two() && FWHT_BLOCK < n && n <= COLUMN_ROWS * FWHT_BLOCK
+}
 
 /// Whether [`large_stages_by_columns`] runs on `n` values of `A` with `isa`: `A` is `f32`,
-/// `isa` is AVX-512 or AVX2, and `FWHT_BLOCK < n ≤ COLUMN_ROWS · FWHT_BLOCK` (a power of two).
-pub(crate) fn by_columns<A: Accum>(n: usize, isa: Isa) -> bool {
+/// `isa` is AVX-512 or AVX2, and [`columns_fit`]`(n)`.
+fn by_columns<A: Accum>(n: usize, isa: Isa) -> bool {
     std::any::TypeId::of::<A>() == std::any::TypeId::of::<f32>()
-        && n.is_power_of_two()
-        && FWHT_BLOCK < n
-        && n <= COLUMN_ROWS * FWHT_BLOCK
+        && columns_fit(n)
         && matches!(isa, Isa::Avx2 | Isa::Avx512)
 }
 

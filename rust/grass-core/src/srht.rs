@@ -19,7 +19,7 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{at_least_one, invalid, Result};
-use crate::fwht::{signed_block_f32, COLUMN_ROWS, FWHT_BLOCK};
+use crate::fwht::{columns_fit, signed_block_f32, FWHT_BLOCK};
 use crate::hash::{hash, mix64, stream_key, Stream};
 use crate::mask;
 use crate::parallel;
@@ -51,11 +51,10 @@ struct Strips {
 }
 
 impl Strips {
-    /// Empty (unused) unless the large stages exist (`padded > FWHT_BLOCK`) and can run by
-    /// columns; `O(k)`.
+    /// Empty (unused) unless the large stages can run by columns; `O(k)`.
     fn new(padded: usize, rows: &[usize]) -> Result<Self> {
         let block = FWHT_BLOCK;
-        if padded <= block || padded > COLUMN_ROWS * block {
+        if !columns_fit(padded) {
             return Ok(Self::default());
         }
         let strips = block / LANES;
@@ -205,9 +204,9 @@ impl Projection for Srht {
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
-        let scale: A = self.scale();
+        let (scale, isa): (A, _) = (self.scale(), Isa::detect());
         self.per_sample(x, self.in_dim, out, self.out_dim(), batch, |xs, buf, o| {
-            project_sample(self, scale, xs, buf, o);
+            project_sample(isa, self, scale, xs, buf, o);
         })
     }
 
@@ -227,13 +226,9 @@ impl Projection for Srht {
     }
 }
 
-/// One sample: signs, transform, kept rows (compiled for the widest instruction set the CPU has).
-fn project_sample<T: Load<A>, A: Accum>(s: &Srht, scale: A, x: &[T], buf: &mut [A], out: &mut [A]) {
-    project_sample_on(Isa::detect(), s, scale, x, buf, out);
-}
-
-/// [`project_sample`] with the kernels of `isa`, which the CPU must have.
-fn project_sample_on<T: Load<A>, A: Accum>(
+/// One sample: signs, transform, kept rows, with the kernels of `isa` (which the CPU must have;
+/// `project_batch` passes the widest).
+fn project_sample<T: Load<A>, A: Accum>(
     isa: Isa,
     s: &Srht,
     scale: A,
@@ -243,7 +238,7 @@ fn project_sample_on<T: Load<A>, A: Accum>(
 ) {
     assert!(isa <= Isa::detect(), "{isa:?} is not available on this CPU");
     match isa {
-        // SAFETY: the CPU has the instruction set (detected).
+        // SAFETY: the CPU has the instruction set (asserted just above).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { project_sample_avx512(s, scale, x, buf, out) },
         // SAFETY: as above.
@@ -483,7 +478,7 @@ mod tests {
             let run = |isa: Isa| {
                 let mut buf = vec![0f32; s.padded_dim()];
                 let mut out = vec![0f32; k];
-                project_sample_on(isa, &s, scale, &x, &mut buf, &mut out);
+                project_sample(isa, &s, scale, &x, &mut buf, &mut out);
                 out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
             let base = run(Isa::Base);

@@ -5,7 +5,7 @@
 //! the partner lane, is `w + p` where `s = 1` and `p − w` where `s = −1`, each rounded once —
 //! the bits of the butterfly's add and subtract (the product by ±1 is exact, signed zeros
 //! included).
-use super::{columns, fwht_impl, FWHT_BLOCK};
+use super::{columns, fwht_impl};
 use crate::elem::Accum;
 use crate::simd::Isa;
 use std::arch::x86_64::{
@@ -95,7 +95,8 @@ pub(super) unsafe fn span1_4_avx2(blk: &mut [f32]) {
 /// caller).
 ///
 /// # Safety
-/// AVX-512F must be available; `x` and `blk` hold `FWHT_BLOCK` values, `signs` their bits.
+/// AVX-512F must be available; `x` and `blk` hold `FWHT_BLOCK` values (the caller asserts it),
+/// `signs` their bits.
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub(super) unsafe fn signed_block_avx512(signs: &[u64], x: &[f32], ahead: &[f32], blk: &mut [f32]) {
@@ -110,13 +111,13 @@ pub(super) unsafe fn signed_block_avx512(signs: &[u64], x: &[f32], ahead: &[f32]
             _mm512_storeu_ps(ch.as_mut_ptr(), span1_8_512(w));
         }
     }
-    debug_assert_eq!(x.len(), FWHT_BLOCK);
 }
 
 /// As [`signed_block_avx512`], for AVX2 + FMA.
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `x` and `blk` hold `FWHT_BLOCK` values, `signs` their bits.
+/// AVX2 and FMA must be available; `x` and `blk` hold `FWHT_BLOCK` values (the caller asserts
+/// it), `signs` their bits.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(super) unsafe fn signed_block_avx2(signs: &[u64], x: &[f32], ahead: &[f32], blk: &mut [f32]) {
@@ -139,7 +140,6 @@ pub(super) unsafe fn signed_block_avx2(signs: &[u64], x: &[f32], ahead: &[f32], 
             _mm256_storeu_ps(dst.add(8), hi);
         }
     }
-    debug_assert_eq!(x.len(), FWHT_BLOCK);
 }
 
 /// Asks for line `c` (values `16c …`) of the next block's input, if it has one: the input
