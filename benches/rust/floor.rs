@@ -58,6 +58,31 @@ fn touch_lines(x: &[f32], p: usize, lines: &[usize]) -> f32 {
     acc.iter().sum()
 }
 
+/// [`touch_lines`], and also prefetching every line `ahead` lines in front (untouched ones
+/// included), so that the rows stream in memory order.
+fn touch_lines_stream(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32 {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let mut acc = [0f32; 4];
+    for rows in x.chunks(4 * p) {
+        let r: Vec<&[f32]> = rows.chunks_exact(p).collect();
+        if r.len() == 4 {
+            let mut next = 0;
+            for &l in lines {
+                while next <= (l + ahead).min(p / 16 - 1) {
+                    for row in &r {
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(next * 16).cast()) };
+                    }
+                    next += 1;
+                }
+                for (a, row) in acc.iter_mut().zip(&r) {
+                    *a += row[l * 16];
+                }
+            }
+        }
+    }
+    acc.iter().sum()
+}
+
 /// Runs `f` on `threads` threads (a persistent rayon pool: no thread start inside the timing),
 /// each over its share of the rows.
 fn split(x: &[f32], p: usize, threads: usize, f: impl Fn(&[f32]) -> f32 + Sync) -> f32 {
@@ -124,6 +149,22 @@ fn case(name: &str, p: usize, k: usize, reps: usize) {
         let touch = time(reps, || {
             black_box(split(&x, p, threads, |part| touch_lines(part, p, &lines)));
         });
+        let every: Vec<usize> = (0..p / 16).collect();
+        let all = time(reps, || {
+            black_box(split(&x, p, threads, |part| touch_lines(part, p, &every)));
+        });
+        println!("  {threads} thread(s)  every line {}", cell(&all, base));
+        for ahead in [4usize, 16, 64] {
+            let st = time(reps, || {
+                black_box(split(&x, p, threads, |part| {
+                    touch_lines_stream(part, p, &lines, ahead)
+                }));
+            });
+            println!(
+                "  {threads} thread(s)  lines+stream({ahead}) {}",
+                cell(&st, base)
+            );
+        }
         let line_gbs = (B * lines.len() * 64) as f64 / 1e6 / touch[touch.len() / 2];
         println!(
             "  {threads} thread(s)  sum {}  ({:.1} GB/s) | lines {} ({line_gbs:.1} GB/s of touched lines)",
@@ -209,6 +250,33 @@ fn outer_only(reps: usize) {
     });
     let (med, lo, hi) = (t[t.len() / 2], t[0], t[t.len() - 1]);
     println!("masked_outer 8 x 512 x (3072 x 768), 128 x 128 kept: {med:.3} ms [{lo:.3}–{hi:.3}]");
+    // The memory floor of its gather: one float of each cache line it touches in both factors
+    // (four rows at a time), and one float of every line (the whole of both factors).
+    let line_list = |idx: &[usize]| {
+        let mut l: Vec<usize> = idx.iter().map(|&j| j / 16).collect();
+        l.dedup();
+        l
+    };
+    let (lg, lx) = (line_list(&rows), line_list(&cols));
+    let (ag, ax): (Vec<usize>, Vec<usize>) = ((0..3072 / 16).collect(), (0..768 / 16).collect());
+    let threads = grass_core::parallel::get_num_threads();
+    let both = |a: &[usize], b: &[usize]| {
+        time(reps, || {
+            black_box(split(&go, 3072, threads, |part| touch_lines(part, 3072, a)));
+            black_box(split(&x, 768, threads, |part| touch_lines(part, 768, b)));
+        })
+    };
+    let sum = time(reps, || {
+        black_box(split(&go, 3072, threads, floor_sum));
+        black_box(split(&x, 768, threads, floor_sum));
+    });
+    let (touched, every) = (both(&lg, &lx), both(&ag, &ax));
+    println!(
+        "  its floor ({threads} threads): touched lines {} | every line {} | sum of both {}",
+        cell(&touched, med),
+        cell(&every, med),
+        cell(&sum, med)
+    );
 }
 
 fn main() {

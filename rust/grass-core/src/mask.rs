@@ -100,33 +100,45 @@ pub fn gather_columns<T: Load<A>, A: Accum>(
     if batch == 0 || k == 0 {
         return Ok(());
     }
-    // Tasks of whole groups of `GATHER_ROWS` rows.
-    let rows_per_task = ((1 << 16) / k.max(1) + 1).next_multiple_of(GATHER_ROWS);
+    // Tasks of whole groups of `GATHER_ROWS` rows: a few per thread (an even split of the rows:
+    // the gather is memory-bound, so a thread left with one more task than the others sets
+    // the time), each of at least ~2¹⁵ values.
+    let groups = batch.div_ceil(GATHER_ROWS);
+    let tasks = (4 * parallel::get_num_threads())
+        .min((batch * k) >> 15)
+        .max(1);
+    let rows_per_task = GATHER_ROWS * groups.div_ceil(tasks);
+    let lines = Lines::for_mask(idx, p, std::mem::size_of::<T>());
     let stop = Stop::current();
     if batch * k <= SERIAL_GATHER {
         // Small gathers run on the calling thread: waking the pool costs more than they take.
-        for (og, xg) in out
-            .chunks_mut(k * GATHER_ROWS)
-            .zip(x.chunks(p * GATHER_ROWS))
-        {
+        for (g, og) in out.chunks_mut(k * GATHER_ROWS).enumerate() {
             stop.check()?;
+            let (xg, after) = group(x, p, g);
             // SAFETY: every index is `< p` (checked above).
-            unsafe { gather_rows(xg, p, idx, og, k) };
+            unsafe { gather_rows(xg, p, idx, og, k, lines, after) };
         }
         return Ok(());
     }
     parallel::try_chunks_mut(out, k * rows_per_task, |t, o| {
         stop.check()?;
         let xs = &x[t * p * rows_per_task..];
-        for (og, xg) in o
-            .chunks_mut(k * GATHER_ROWS)
-            .zip(xs.chunks(p * GATHER_ROWS))
-        {
+        for (g, og) in o.chunks_mut(k * GATHER_ROWS).enumerate() {
+            let (xg, after) = group(xs, p, g);
             // SAFETY: every index is `< p` (checked above).
-            unsafe { gather_rows(xg, p, idx, og, k) };
+            unsafe { gather_rows(xg, p, idx, og, k, lines, after) };
         }
         Ok(())
     })
+}
+
+/// Group `g` of `GATHER_ROWS` rows of the row-major `x` (fewer at the end) and the group after it
+/// (empty at the end): the `x` and `after` of [`gather_rows`].
+pub(crate) fn group<T>(x: &[T], p: usize, g: usize) -> (&[T], &[T]) {
+    let n = GATHER_ROWS * p;
+    let start = (g * n).min(x.len());
+    let (xg, rest) = x[start..].split_at(n.min(x.len() - start));
+    (xg, &rest[..n.min(rest.len())])
 }
 
 /// Elements per task of the element-wise passes (zeroing, scaling).
@@ -140,8 +152,49 @@ const SERIAL_GATHER: usize = 1 << 16;
 /// for masks that touch most cache lines of a row).
 pub(crate) const GATHER_ROWS: usize = 4;
 
+/// Lines ahead of the gather that a streamed gather ([`Lines::Stream`]) asks for.
+const STREAM_AHEAD: usize = 4;
+
+/// How a gather brings its rows' cache lines in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lines {
+    /// Only the lines holding kept columns (the hardware prefetcher is left alone).
+    Touched,
+    /// Every line of the span, prefetched [`STREAM_AHEAD`] lines ahead in memory order, the
+    /// gaps between kept columns included: when a mask touches a large part of the lines, four
+    /// rows streamed in order arrive faster than the touched lines alone, gaps and all
+    /// (measured on an AVX2 VM, `floor` bench: a mask touching 64 % of the lines, 1.5–2.0 ms
+    /// streamed vs 2.0–3.0 ms touched-only, where the contiguous sum takes 2.2–2.8 ms).
+    Stream,
+}
+
+impl Lines {
+    /// [`Lines::Stream`] when `idx` (increasing) touches at least a third of the lines of a
+    /// row of `p` values of `elem` bytes, else [`Lines::Touched`] (touching every line then
+    /// reads more than three times the lines; the rates measured differ by ~2–3×).
+    pub(crate) fn for_mask(idx: &[usize], p: usize, elem: usize) -> Self {
+        let per = (64 / elem.max(1)).max(1);
+        let mut touched = 0usize;
+        let mut last = usize::MAX;
+        for &i in idx {
+            if i / per != last {
+                last = i / per;
+                touched += 1;
+            }
+        }
+        if 3 * touched >= p.div_ceil(per) {
+            Self::Stream
+        } else {
+            Self::Touched
+        }
+    }
+}
+
 /// `out[r · stride + m] = x[r][idx[m]]` for the (1 to `GATHER_ROWS`) rows of the row-major
-/// `(rows, p)` input `x`, all rows at once (independent streams of loads).
+/// `(rows, p)` input `x`, all rows at once (independent streams of loads), bringing the lines in
+/// as `lines` says. `after` is what follows `x` in memory (the next rows to gather, if any: a
+/// streamed gather starts asking for their first lines as it ends these, so that short rows do
+/// not wait for each start).
 ///
 /// # Safety
 /// Every index must be `< p` (the callers validate their index lists once, up front).
@@ -152,6 +205,8 @@ pub(crate) unsafe fn gather_rows<T: Load<A>, A: Accum>(
     idx: &[usize],
     out: &mut [A],
     stride: usize,
+    lines: Lines,
+    after: &[T],
 ) {
     let k = idx.len();
     let rows = x.len() / p;
@@ -170,9 +225,47 @@ pub(crate) unsafe fn gather_rows<T: Load<A>, A: Accum>(
     let (o01, o23) = out.split_at_mut(2 * stride);
     let (o0, o1) = o01.split_at_mut(stride);
     let (o2, o3) = o23.split_at_mut(stride);
-    let (o0, o1, o2, o3) = (&mut o0[..k], &mut o1[..k], &mut o2[..k], &mut o3[..k]);
+    let o = [&mut o0[..k], &mut o1[..k], &mut o2[..k], &mut o3[..k]];
     let xr: [&[T]; GATHER_ROWS] = std::array::from_fn(|r| &x[r * p..(r + 1) * p]);
+    match lines {
+        // SAFETY: passed on from the caller.
+        Lines::Touched => unsafe { gather4::<T, A, false>(xr, idx, o, after) },
+        // SAFETY: passed on from the caller.
+        Lines::Stream => unsafe { gather4::<T, A, true>(xr, idx, o, after) },
+    }
+}
+
+/// Four rows of [`gather_rows`]; `STREAM` prefetches every line [`STREAM_AHEAD`] lines ahead.
+///
+/// # Safety
+/// Every index must be `< p`, the length of each row.
+#[inline(always)]
+unsafe fn gather4<T: Load<A>, A: Accum, const STREAM: bool>(
+    xr: [&[T]; GATHER_ROWS],
+    idx: &[usize],
+    o: [&mut [A]; GATHER_ROWS],
+    after: &[T],
+) {
+    let [o0, o1, o2, o3] = o;
+    let p = xr[0].len();
+    let per = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    // The next element (a line's worth apart) to prefetch in every row; past the row's end,
+    // the same place of the row `GATHER_ROWS` further on (in `after`).
+    let mut next = 0usize;
     for (m, &i) in idx.iter().enumerate() {
+        if STREAM {
+            let want = i + STREAM_AHEAD * per;
+            while next <= want {
+                for (r, row) in xr.iter().enumerate() {
+                    if let Some(v) = row.get(next) {
+                        crate::simd::prefetch(v);
+                    } else if let Some(v) = after.get(r * p + next - p) {
+                        crate::simd::prefetch(v);
+                    }
+                }
+                next += per;
+            }
+        }
         // SAFETY: every index is `< p` (the caller's contract) and each `xr[r]` holds `p` elements.
         unsafe {
             o0[m] = xr[0].get_unchecked(i).load();
@@ -284,5 +377,85 @@ impl Projection for Mask {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: a loop over rows and kept columns.
+    fn reference(x: &[f32], p: usize, idx: &[usize]) -> Vec<f32> {
+        x.chunks_exact(p)
+            .flat_map(|row| idx.iter().map(|&i| row[i]))
+            .collect()
+    }
+
+    fn input(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (i as f32).sin()).collect()
+    }
+
+    #[test]
+    fn line_mode_follows_the_touched_fraction() {
+        let p = 1 << 12;
+        let every_16th: Vec<usize> = (0..p).step_by(16).collect();
+        assert_eq!(Lines::for_mask(&every_16th, p, 4), Lines::Stream);
+        let every_64th: Vec<usize> = (0..p).step_by(64).collect();
+        assert_eq!(Lines::for_mask(&every_64th, p, 4), Lines::Touched);
+        // A third of the lines is enough; the same mask over 16-bit values (32 per line) touches
+        // half of their lines.
+        let every_48th: Vec<usize> = (0..p).step_by(48).collect();
+        assert_eq!(Lines::for_mask(&every_48th, p, 4), Lines::Stream);
+        assert_eq!(Lines::for_mask(&every_64th, p, 2), Lines::Stream);
+        assert_eq!(Lines::for_mask(&every_64th, p, 8), Lines::Touched);
+    }
+
+    #[test]
+    fn both_line_modes_gather_the_same_values() {
+        for p in [1usize, 7, 16, 17, 100, 1000, 5000] {
+            for frac in [0.02, 0.4, 1.0] {
+                let k = ((p as f64 * frac) as usize).max(1);
+                let mut lists = vec![sample(p, k, 3).unwrap()];
+                // Any order, repeats allowed.
+                lists.push(lists[0].iter().rev().chain(&lists[0]).copied().collect());
+                for idx in &lists {
+                    for rows in 1..=GATHER_ROWS {
+                        let x = input((rows + GATHER_ROWS) * p);
+                        let (xg, after) = group(&x, p, 0);
+                        let xg = &xg[..rows * p];
+                        let want = reference(xg, p, idx);
+                        for lines in [Lines::Touched, Lines::Stream] {
+                            let mut out = vec![f32::NAN; rows * idx.len()];
+                            // SAFETY: every index is `< p` (sampled from `0..p`).
+                            unsafe { gather_rows(xg, p, idx, &mut out, idx.len(), lines, after) };
+                            assert_eq!(out, want, "p {p}, k {k}, rows {rows}, {lines:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gather_columns_is_the_loop_for_any_batch() {
+        for (p, k) in [(5000usize, 2500usize), (5000, 60), (64, 64), (3, 2)] {
+            let idx = sample(p, k, 11).unwrap();
+            for batch in [1usize, 4, 5, 9, 17, 64] {
+                let x = input(batch * p);
+                let mut out = vec![f32::NAN; batch * k];
+                gather_columns(&x, batch, p, &idx, &mut out).unwrap();
+                assert_eq!(out, reference(&x, p, &idx), "p {p}, k {k}, batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn groups_cover_the_rows_with_what_follows() {
+        let x: Vec<u32> = (0..10 * 3).collect();
+        let (g0, a0) = group(&x, 3, 0);
+        assert_eq!((g0, a0), (&x[..12], &x[12..24]));
+        let (g2, a2) = group(&x, 3, 2);
+        assert_eq!((g2, a2), (&x[24..], &x[30..]));
+        assert_eq!(group(&x, 3, 3), (&x[30..], &x[30..]));
     }
 }

@@ -16,7 +16,7 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
-use crate::mask::{gather_rows, GATHER_ROWS};
+use crate::mask::{gather_rows, group, Lines, GATHER_ROWS};
 use crate::micro::Kernel;
 use crate::parallel;
 
@@ -306,24 +306,44 @@ impl<T> Job<'_, T> {
         let (m_pad, n_pad) = (p.m_pad, p.n_pad);
         let go = &self.go[b * tokens * d_out..(b + 1) * tokens * d_out];
         let x = &self.x[b * tokens * d_in..(b + 1) * tokens * d_in];
+        let size = std::mem::size_of::<T>();
+        let (lines_go, lines_x) = (
+            Lines::for_mask(rows, d_out, size),
+            Lines::for_mask(self.cols, d_in, size),
+        );
         for t0 in (0..tokens).step_by(chunk) {
             let tc = chunk.min(tokens - t0);
             // Four tokens at a time: four independent streams of (mostly cache-missing) loads.
-            let (go_c, x_c) = (
-                &go[t0 * d_out..(t0 + tc) * d_out],
-                &x[t0 * d_in..(t0 + tc) * d_in],
-            );
-            for (i, (g, xr)) in go_c
-                .chunks(GATHER_ROWS * d_out)
-                .zip(x_c.chunks(GATHER_ROWS * d_in))
-                .enumerate()
-            {
+            for i in 0..tc.div_ceil(GATHER_ROWS) {
                 let t = i * GATHER_ROWS;
+                // The rows of this group, and the ones after it (into the next chunk).
+                let (g, g_after) = group(&go[t0 * d_out..], d_out, i);
+                let (xr, x_after) = group(&x[t0 * d_in..], d_in, i);
+                let (g, xr) = (
+                    &g[..g.len().min((tc - t) * d_out)],
+                    &xr[..xr.len().min((tc - t) * d_in)],
+                );
                 // SAFETY: `masked_outer` checked every row index `< d_out` and every column
                 // index `< d_in` before any work.
                 unsafe {
-                    gather_rows(g, d_out, rows, &mut p.ap[t * m_pad..], m_pad);
-                    gather_rows(xr, d_in, self.cols, &mut p.bp[t * n_pad..], n_pad);
+                    gather_rows(
+                        g,
+                        d_out,
+                        rows,
+                        &mut p.ap[t * m_pad..],
+                        m_pad,
+                        lines_go,
+                        g_after,
+                    );
+                    gather_rows(
+                        xr,
+                        d_in,
+                        self.cols,
+                        &mut p.bp[t * n_pad..],
+                        n_pad,
+                        lines_x,
+                        x_after,
+                    );
                 }
             }
             p.accumulate(tc, t0 == 0, z);

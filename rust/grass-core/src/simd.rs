@@ -30,6 +30,21 @@ impl Isa {
     }
 }
 
+/// Asks the caches for the line holding `v` (a hint: no effect on the program's results).
+#[inline(always)]
+pub(crate) fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only moves a line into the caches; it never faults, and `v` is a
+    // valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(v).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// Samples per lane group of the SJLT kernel (one 512-bit vector of `f32`).
 pub const LANES: usize = 16;
 

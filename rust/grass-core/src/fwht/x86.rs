@@ -14,7 +14,7 @@ use std::arch::x86_64::{
     _mm256_setr_epi32, _mm256_setr_ps, _mm256_sllv_epi32, _mm256_storeu_ps, _mm256_sub_ps,
     _mm256_xor_ps, _mm512_castps_si512, _mm512_castsi512_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
     _mm512_mask_mov_ps, _mm512_mask_xor_epi32, _mm512_permute_ps, _mm512_set1_epi32,
-    _mm512_set1_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
+    _mm512_set1_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps,
 };
 
 /// # Safety
@@ -148,8 +148,7 @@ pub(super) unsafe fn signed_block_avx2(signs: &[u64], x: &[f32], ahead: &[f32], 
 #[inline(always)]
 fn prefetch(ahead: &[f32], c: usize) {
     if let Some(v) = ahead.get(16 * c) {
-        // SAFETY: a prefetch has no effect but on the caches (and the address is in bounds).
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(v).cast::<i8>()) };
+        crate::simd::prefetch(v);
     }
 }
 
