@@ -8,7 +8,14 @@
 //! - `lines`: a pass that loads **one float from each cache line the mask touches**, in memory order,
 //!   four rows at a time (the least any gather with this mask can read: every touched line must
 //!   come in);
+//! - `every line`: one float of **every** line, four rows at a time in memory order (the whole
+//!   input streamed: on a VM whose DRAM serves a few streams per core faster than one, this beats
+//!   the one-stream `sum`, and at high mask densities it beats `lines` too);
+//! - `lines+stream`: `lines`, also prefetching every line 4 ahead (what grass-rs's streamed
+//!   gathers do, `mask::Lines::Stream`);
 //! - `grass-rs`: grass-core's own gather (`Mask::project`; GraSS's fused mask + SJLT at 2²³).
+//!
+//! `--outer` times FactGraSS's masked block and the same floors over its two factors.
 //!
 //! `lines / sum` is the physical floor of the gather's ratio to the read floor on this machine; the
 //! issue's line-count estimate (~0.63× at k' = 8192) assumes a touched line streams at the sequential
@@ -61,7 +68,6 @@ fn touch_lines(x: &[f32], p: usize, lines: &[usize]) -> f32 {
 /// [`touch_lines`], and also prefetching every line `ahead` lines in front (untouched ones
 /// included), so that the rows stream in memory order.
 fn touch_lines_stream(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32 {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     let mut acc = [0f32; 4];
     for rows in x.chunks(4 * p) {
         let r: Vec<&[f32]> = rows.chunks_exact(p).collect();
@@ -70,7 +76,7 @@ fn touch_lines_stream(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32
             for &l in lines {
                 while next <= (l + ahead).min(p / 16 - 1) {
                     for row in &r {
-                        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(next * 16).cast()) };
+                        prefetch(&row[next * 16]);
                     }
                     next += 1;
                 }
@@ -81,6 +87,18 @@ fn touch_lines_stream(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32
         }
     }
     acc.iter().sum()
+}
+
+/// Asks for the cache line holding `v`.
+fn prefetch(v: &f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only moves a line into the caches and never faults; `v` is a reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(v).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// Runs `f` on `threads` threads (a persistent rayon pool: no thread start inside the timing),
