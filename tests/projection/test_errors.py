@@ -140,3 +140,21 @@ def test_huge_dimensions_and_bad_column_ranges_name_the_argument() -> None:
     g = grass_rs.GraSS(100, 4, mask_dim=8)
     with pytest.raises(ValueError, match=re.escape("`stop` must be in [0, 8]")):
         g.columns(0, 9)
+
+
+def test_core_borrows_every_kind_of_tensor_alike() -> None:
+    """Plain tensors take torch's C++ DLPack exporter, everything else ``__dlpack__``: same results,
+    same refusals (a tensor that requires grad is refused as ``__dlpack__`` refuses it)."""
+    core = _core.Projector.sjlt(16, 4, 1, 0)
+    x = torch.randn(3, 16)
+    want = torch.zeros(3, 4)
+    core.project(x.numpy(), want.numpy())  # numpy arrays: the __dlpack__ way
+    assert want.abs().sum() > 0
+    for arg in (x, torch.nn.Parameter(x.clone(), requires_grad=False), x.clone()[:, :]):
+        out = torch.zeros(3, 4)
+        core.project(arg, out)
+        assert torch.equal(out, want)
+    with pytest.raises(TypeError, match="require gradient"):
+        core.project(x.clone().requires_grad_(), torch.zeros(3, 4))
+    with pytest.raises(TypeError, match="require gradient"):
+        core.project(x, torch.zeros(3, 4, requires_grad=True))
