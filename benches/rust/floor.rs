@@ -297,8 +297,29 @@ fn outer_only(reps: usize) {
     );
 }
 
+/// `--grass17`: GraSS 2¹⁷ → 8192 → 2048 of the 64 × 2¹⁷ input (a dense mask: 64 % of the
+/// lines) on the default threads, median [min–max] ms and × the read floor.
+fn grass17() {
+    let p = 1 << 17;
+    let x = input(B * p, 1021);
+    let g = Grass::new(p, 2048, 8192, 1, 0).unwrap();
+    let mut out = vec![0f32; B * 2048];
+    let threads = grass_core::parallel::get_num_threads();
+    let sum = time(21, || {
+        black_box(split(&x, p, threads, floor_sum));
+    });
+    let t = time(21, || g.project(&x, B, &mut out).unwrap());
+    println!(
+        "GraSS 2^17 -> 8192 -> 2048: {}",
+        cell(&t, sum[sum.len() / 2])
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--grass17") {
+        return grass17();
+    }
     if args.iter().any(|a| a == "--outer") {
         return outer_only(31);
     }

@@ -18,7 +18,7 @@ pub use crate::simd::{Lanes, LANES};
 /// Columns per transposed block (a 16 KiB block of lane vectors). 256 rather than 128: on an
 /// AVX2-only Zen 3 VM, 10–14 % faster in 8 alternating runs of `floor --sjlt` (c = 1 and 4); on
 /// an AVX-512 VM before, no difference in 3 pairs (benches/README.md, sessions 5 and 6).
-const LBLOCK: usize = 256;
+pub(crate) const LBLOCK: usize = 256;
 
 /// Projects one group of `rows ≤ LANES` samples.
 ///

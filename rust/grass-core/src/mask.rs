@@ -249,9 +249,10 @@ unsafe fn gather4<T: Load<A>, A: Accum, const STREAM: bool>(
     let [o0, o1, o2, o3] = o;
     let p = xr[0].len();
     let per = (64 / std::mem::size_of::<T>().max(1)).max(1);
-    // The next element (a line's worth apart) to prefetch in every row; past the row's end,
-    // the same place of the row `GATHER_ROWS` further on (in `after`).
-    let mut next = 0usize;
+    // The next element (a line's worth apart) to prefetch in every row, from the first kept
+    // one's line (a block of a row starts mid-row); past the row's end, the same place of the
+    // row `GATHER_ROWS` further on (in `after`).
+    let mut next = idx.first().map_or(0, |&i| i - i % per);
     for (m, &i) in idx.iter().enumerate() {
         if STREAM {
             let want = i + STREAM_AHEAD * per;
