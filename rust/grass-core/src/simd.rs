@@ -97,17 +97,129 @@ pub fn transpose_f32(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) ->
     false
 }
 
-/// 8 × 8 blocks with unpack / shuffle / permute; the `n mod 8` tail columns one by one.
-///
+/// [`transpose_f32`] of 16 `bfloat16` rows, widened to `f32` (exactly: the 16 bits become the
+/// top half of the `f32`; a signaling NaN stays signaling, where `bf16::to_f32` quiets it).
+/// Returns `false` (and writes nothing) when the CPU lacks AVX2.
+pub fn transpose_bf16(src: &[&[half::bf16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
+    let n = xt.len();
+    assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked); the rows hold the columns (asserted above).
+            unsafe { transpose_avx2_bf16(src, j0, xt) };
+            return true;
+        }
+    }
+    false
+}
+
+/// [`transpose_f32`] of 16 IEEE-half rows, widened to `f32` by the F16C conversion (exact).
+/// Returns `false` (and writes nothing) when the CPU lacks AVX or F16C.
+pub fn transpose_f16(src: &[&[half::f16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
+    let n = xt.len();
+    assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX and F16C are available (checked); the rows hold the columns.
+            unsafe { transpose_f16c(src, j0, xt) };
+            return true;
+        }
+    }
+    false
+}
+
+/// Eight consecutive values of a row, widened to a vector of `f32`.
+#[cfg(target_arch = "x86_64")]
+trait Load8: Copy {
+    /// # Safety
+    /// `p` must point to 8 readable values, and the CPU must have the instructions the
+    /// implementation uses (its caller's target features).
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Load8 for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: passed on from the caller (AVX; 8 readable values).
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Load8 for half::bf16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const half::bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{
+            _mm256_castsi256_ps, _mm256_cvtepu16_epi32, _mm256_slli_epi32, _mm_loadu_si128,
+        };
+        // SAFETY: passed on from the caller (AVX2; 8 readable 16-bit values = 16 bytes).
+        unsafe {
+            let h = _mm_loadu_si128(p.cast());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Load8 for half::f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{_mm256_cvtph_ps, _mm_loadu_si128};
+        // SAFETY: passed on from the caller (AVX + F16C; 8 readable 16-bit values).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
 /// # Safety
 /// The CPU must support AVX, and each `src[l]` must hold indices `j0 .. j0 + xt.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn transpose_avx(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) {
+    // SAFETY: passed on.
+    unsafe { transpose_blocks(src, j0, xt, |v| v) }
+}
+
+/// # Safety
+/// The CPU must support AVX2, and each `src[l]` must hold indices `j0 .. j0 + xt.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_avx2_bf16(src: &[&[half::bf16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) {
+    // SAFETY: passed on.
+    unsafe { transpose_blocks(src, j0, xt, half::bf16::to_f32) }
+}
+
+/// # Safety
+/// The CPU must support AVX and F16C, and each `src[l]` must hold indices `j0 .. j0 + xt.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn transpose_f16c(src: &[&[half::f16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) {
+    // SAFETY: passed on.
+    unsafe { transpose_blocks(src, j0, xt, half::f16::to_f32) }
+}
+
+/// 8 × 8 blocks with unpack / shuffle / permute; the `n mod 8` tail columns one by one (`one`
+/// widens a single value exactly as [`Load8::load8`] does).
+///
+/// # Safety
+/// The CPU must support AVX and what `E::load8` uses, and each `src[l]` must hold indices
+/// `j0 .. j0 + xt.len()`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose_blocks<E: Load8>(
+    src: &[&[E]; LANES],
+    j0: usize,
+    xt: &mut [Lanes<f32>],
+    one: fn(E) -> f32,
+) {
     let n = xt.len();
     let (full16, full8) = (n - n % 16, n - n % 8);
-    // Columns in steps of 16 (one 64-byte line of each row) so a row's line is used up while it
-    // is in L1: rows of power-of-two length all map to the same L1 set and would evict each other.
+    // Columns in steps of 16 (one 64-byte line of each `f32` row) so a row's line is used up
+    // while it is in L1: rows of power-of-two length all map to the same L1 set and would evict
+    // each other.
     for m0 in (0..full16).step_by(16) {
         for half in 0..2 {
             // SAFETY: columns j0 + m0 .. j0 + m0 + 16 ≤ j0 + n lie inside every row.
@@ -125,7 +237,7 @@ unsafe fn transpose_avx(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>])
     }
     for m in full8..n {
         for l in 0..LANES {
-            xt[m][l] = src[l][j0 + m];
+            xt[m][l] = one(src[l][j0 + m]);
         }
     }
 }
@@ -134,49 +246,51 @@ unsafe fn transpose_avx(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>])
 /// `8·half .. 8·half + 8` of `xt[0..8]`.
 ///
 /// # Safety
-/// AVX must be available, and every row must hold columns `col .. col + 8`.
+/// AVX (and what `E::load8` uses) must be available, and every row must hold columns
+/// `col .. col + 8`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-#[inline]
-unsafe fn block8(src: &[&[f32]; LANES], half: usize, col: usize, xt: &mut [Lanes<f32>]) {
+#[inline(always)]
+unsafe fn block8<E: Load8>(src: &[&[E]; LANES], half: usize, col: usize, xt: &mut [Lanes<f32>]) {
     use std::arch::x86_64::{
-        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
-        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+        _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
     };
     debug_assert!(xt.len() == 8);
     let rows = &src[half * 8..half * 8 + 8];
     // SAFETY: the caller guarantees 8 readable columns from `col` in every row.
-    let r: [_; 8] = std::array::from_fn(|l| unsafe { _mm256_loadu_ps(rows[l].as_ptr().add(col)) });
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    let cols = [
-        _mm256_permute2f128_ps::<0x20>(s0, s4),
-        _mm256_permute2f128_ps::<0x20>(s1, s5),
-        _mm256_permute2f128_ps::<0x20>(s2, s6),
-        _mm256_permute2f128_ps::<0x20>(s3, s7),
-        _mm256_permute2f128_ps::<0x31>(s0, s4),
-        _mm256_permute2f128_ps::<0x31>(s1, s5),
-        _mm256_permute2f128_ps::<0x31>(s2, s6),
-        _mm256_permute2f128_ps::<0x31>(s3, s7),
-    ];
-    for (dst, c) in xt.iter_mut().zip(cols) {
-        let d = &mut dst[half * 8..half * 8 + 8];
-        // SAFETY: `d` is exactly 8 writable `f32`s.
-        unsafe { _mm256_storeu_ps(d.as_mut_ptr(), c) };
+    let r: [_; 8] = std::array::from_fn(|l| unsafe { E::load8(rows[l].as_ptr().add(col)) });
+    // SAFETY (the shuffles below): AVX is available (the caller's contract).
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        for (dst, c) in xt.iter_mut().zip(cols) {
+            let d = &mut dst[half * 8..half * 8 + 8];
+            _mm256_storeu_ps(d.as_mut_ptr(), c);
+        }
     }
 }
 
@@ -261,6 +375,51 @@ mod tests {
                 for (m, row) in xt.iter().enumerate() {
                     for (l, &v) in row.iter().enumerate() {
                         assert_eq!(v, rows[l][3 + m]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16-bit transposes widen exactly as the scalar conversions do, over every bit pattern
+    /// class (normals, subnormals, ±0, ±∞, NaN) and every tail length.
+    #[test]
+    fn half_transposes_match_scalar_widening() {
+        let bits = |l: usize, j: usize| ((l * 4099 + j * 257) as u16).wrapping_mul(40503);
+        for n in [0usize, 1, 7, 8, 9, 16, 17, 31, 64, 75] {
+            let h: Vec<Vec<half::f16>> = (0..LANES)
+                .map(|l| {
+                    (0..n + 5)
+                        .map(|j| half::f16::from_bits(bits(l, j)))
+                        .collect()
+                })
+                .collect();
+            let b: Vec<Vec<half::bf16>> = (0..LANES)
+                .map(|l| {
+                    (0..n + 5)
+                        .map(|j| half::bf16::from_bits(bits(l, j)))
+                        .collect()
+                })
+                .collect();
+            let hs: [&[half::f16]; LANES] = std::array::from_fn(|l| h[l].as_slice());
+            let bs: [&[half::bf16]; LANES] = std::array::from_fn(|l| b[l].as_slice());
+            let (mut xh, mut xb) = (vec![[0f32; LANES]; n], vec![[0f32; LANES]; n]);
+            let ran = (
+                transpose_f16(&hs, 3, &mut xh),
+                transpose_bf16(&bs, 3, &mut xb),
+            );
+            for m in 0..n {
+                for l in 0..LANES {
+                    let (wh, wb) = (h[l][3 + m].to_f32(), b[l][3 + m].to_f32());
+                    if ran.0 {
+                        let g = xh[m][l];
+                        assert!(g.to_bits() == wh.to_bits() || (g.is_nan() && wh.is_nan()));
+                    }
+                    if ran.1 {
+                        // A signaling NaN stays signaling here (`to_f32` quiets it); any
+                        // arithmetic on it quiets it the same way, so projections agree.
+                        let g = xb[m][l];
+                        assert!(g.to_bits() == wb.to_bits() || (g.is_nan() && wb.is_nan()));
                     }
                 }
             }

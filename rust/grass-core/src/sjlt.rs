@@ -192,3 +192,36 @@ impl Projection for Sjlt {
         self.transpose_with(y, batch, p, |b, m, v| dst.write(b * p + m, v))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    /// 16-bit inputs (vectorized widening transposes in lane groups) project to the bits of their
+    /// exact `f32` values, for every batch split: scalar rows, partial and whole lane groups.
+    #[test]
+    fn half_inputs_project_as_their_f32_values() {
+        let (p, k) = (1000usize, 64usize);
+        for c in [1usize, 3] {
+            let s = Sjlt::new(p, k, c, 9).unwrap();
+            for batch in [1usize, 2, 3, 16, 21] {
+                let v: Vec<f32> = (0..batch * p)
+                    .map(|i| (i as f32 * 0.61).sin() * 3.0)
+                    .collect();
+                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                let hw: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                let bw: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+                let mut got = vec![0f32; batch * k];
+                let mut want = vec![0f32; batch * k];
+                s.project(&h, batch, &mut got).unwrap();
+                s.project(&hw, batch, &mut want).unwrap();
+                assert_eq!(got, want, "f16, c {c}, batch {batch}");
+                s.project(&b, batch, &mut got).unwrap();
+                s.project(&bw, batch, &mut want).unwrap();
+                assert_eq!(got, want, "bf16, c {c}, batch {batch}");
+            }
+        }
+    }
+}
