@@ -83,51 +83,81 @@ pub fn flat_mut<A>(lines: &mut [Line<A>]) -> &mut [A] {
 ///
 /// Returns `false` (and writes nothing) when the CPU lacks AVX.
 pub fn transpose_f32(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
-    let n = xt.len();
-    assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX is available (checked), and every row holds columns `j0 .. j0 + n`
-            // (asserted above), which is all `transpose_avx` reads.
-            unsafe { transpose_avx(src, j0, xt) };
-            return true;
-        }
-    }
-    false
+    return transpose_if(
+        src,
+        j0,
+        xt,
+        std::arch::is_x86_feature_detected!("avx"),
+        transpose_avx,
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    return transpose_if(src, j0, xt);
 }
 
 /// [`transpose_f32`] of 16 `bfloat16` rows, widened to `f32` (exactly: the 16 bits become the
 /// top half of the `f32`; a signaling NaN stays signaling, where `bf16::to_f32` quiets it).
 /// Returns `false` (and writes nothing) when the CPU lacks AVX2.
 pub fn transpose_bf16(src: &[&[half::bf16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
-    let n = xt.len();
-    assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is available (checked); the rows hold the columns (asserted above).
-            unsafe { transpose_avx2_bf16(src, j0, xt) };
-            return true;
-        }
-    }
-    false
+    return transpose_if(
+        src,
+        j0,
+        xt,
+        std::arch::is_x86_feature_detected!("avx2"),
+        transpose_avx2_bf16,
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    return transpose_if(src, j0, xt);
 }
 
 /// [`transpose_f32`] of 16 IEEE-half rows, widened to `f32` by the F16C conversion (exact).
 /// Returns `false` (and writes nothing) when the CPU lacks AVX or F16C.
 pub fn transpose_f16(src: &[&[half::f16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
-    let n = xt.len();
-    assert!(src.iter().all(|r| r.len() >= j0 + n), "lane rows too short");
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: AVX and F16C are available (checked); the rows hold the columns.
-            unsafe { transpose_f16c(src, j0, xt) };
-            return true;
-        }
+    return transpose_if(
+        src,
+        j0,
+        xt,
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c"),
+        transpose_f16c,
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    return transpose_if(src, j0, xt);
+}
+
+/// A transpose compiled for some target features.
+#[cfg(target_arch = "x86_64")]
+type TransposeFn<E> = unsafe fn(&[&[E]; LANES], usize, &mut [Lanes<f32>]);
+
+/// Checks the rows, then runs `run` when the CPU has its target features (`has`).
+#[cfg(target_arch = "x86_64")]
+fn transpose_if<E>(
+    src: &[&[E]; LANES],
+    j0: usize,
+    xt: &mut [Lanes<f32>],
+    has: bool,
+    run: TransposeFn<E>,
+) -> bool {
+    assert!(
+        src.iter().all(|r| r.len() >= j0 + xt.len()),
+        "lane rows too short"
+    );
+    if has {
+        // SAFETY: the CPU has `run`'s target features (`has`, checked by the caller), and every
+        // row holds columns `j0 .. j0 + xt.len()` (asserted), which is all `run` reads.
+        unsafe { run(src, j0, xt) };
     }
+    has
+}
+
+/// No vectorized transpose off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn transpose_if<E>(src: &[&[E]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
+    assert!(
+        src.iter().all(|r| r.len() >= j0 + xt.len()),
+        "lane rows too short"
+    );
     false
 }
 
