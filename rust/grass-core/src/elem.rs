@@ -161,6 +161,12 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
     fn as_f32(_x: &[Self]) -> Option<&[f32]> {
         None
     }
+
+    /// Optional fast path for 16-bit types: `out[j] = x[j]` widened to `f32` (exactly, as
+    /// [`Load::load`]), vectorized. Returns `false` (writing nothing) when not provided.
+    fn widen(_x: &[Self], _out: &mut [f32]) -> bool {
+        false
+    }
 }
 
 impl Load<f32> for f32 {
@@ -214,6 +220,10 @@ impl Load<f32> for f16 {
     fn transpose_block(src: &[&[f16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
         crate::simd::transpose_f16(src, j0, xt)
     }
+
+    fn widen(x: &[f16], out: &mut [f32]) -> bool {
+        crate::simd::widen_f16(x, out)
+    }
 }
 impl Load<f32> for bf16 {
     #[inline(always)]
@@ -223,6 +233,10 @@ impl Load<f32> for bf16 {
 
     fn transpose_block(src: &[&[bf16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
         crate::simd::transpose_bf16(src, j0, xt)
+    }
+
+    fn widen(x: &[bf16], out: &mut [f32]) -> bool {
+        crate::simd::widen_bf16(x, out)
     }
 }
 impl Load<f64> for f64 {

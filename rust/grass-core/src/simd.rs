@@ -126,6 +126,73 @@ pub fn transpose_f16(src: &[&[half::f16]; LANES], j0: usize, xt: &mut [Lanes<f32
     return transpose_if(src, j0, xt);
 }
 
+/// `out[j] = x[j]` widened to `f32`, 8 at a time (the tail by `bf16::to_f32`); `false` (writing
+/// nothing) without AVX2. Signaling NaNs stay signaling, as in [`transpose_bf16`].
+pub fn widen_bf16(x: &[half::bf16], out: &mut [f32]) -> bool {
+    assert_eq!(x.len(), out.len(), "widen: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked); the lengths match (asserted).
+            unsafe { widen_avx2_bf16(x, out) };
+            return true;
+        }
+    }
+    false
+}
+
+/// `out[j] = x[j]` widened to `f32` by F16C, 8 at a time; `false` (writing nothing) without
+/// AVX and F16C.
+pub fn widen_f16(x: &[half::f16], out: &mut [f32]) -> bool {
+    assert_eq!(x.len(), out.len(), "widen: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX and F16C are available (checked); the lengths match (asserted).
+            unsafe { widen_f16c(x, out) };
+            return true;
+        }
+    }
+    false
+}
+
+/// # Safety
+/// AVX2 must be available and `out.len() == x.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn widen_avx2_bf16(x: &[half::bf16], out: &mut [f32]) {
+    // SAFETY: passed on.
+    unsafe { widen8(x, out, half::bf16::to_f32) }
+}
+
+/// # Safety
+/// AVX and F16C must be available and `out.len() == x.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16c(x: &[half::f16], out: &mut [f32]) {
+    // SAFETY: passed on.
+    unsafe { widen8(x, out, half::f16::to_f32) }
+}
+
+/// # Safety
+/// The CPU must have what `E::load8` uses (and AVX), and `out.len() == x.len()`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn widen8<E: Load8>(x: &[E], out: &mut [f32], one: fn(E) -> f32) {
+    let full = x.len() - x.len() % 8;
+    for j in (0..full).step_by(8) {
+        // SAFETY: `j + 8 ≤ len` for both slices; the features are the caller's contract.
+        unsafe {
+            let v = E::load8(x.as_ptr().add(j));
+            std::arch::x86_64::_mm256_storeu_ps(out.as_mut_ptr().add(j), v);
+        }
+    }
+    for j in full..x.len() {
+        out[j] = one(x[j]);
+    }
+}
+
 /// A transpose compiled for some target features.
 #[cfg(target_arch = "x86_64")]
 type TransposeFn<E> = unsafe fn(&[&[E]; LANES], usize, &mut [Lanes<f32>]);
@@ -287,8 +354,21 @@ unsafe fn block8<E: Load8>(src: &[&[E]; LANES], half: usize, col: usize, xt: &mu
     };
     debug_assert!(xt.len() == 8);
     let rows = &src[half * 8..half * 8 + 8];
+    // Written out, not `array::from_fn`: a closure is not compiled with this function's target
+    // features, and the loads' intrinsics then became calls (seen in `perf`: bf16 SJLT 3× slower).
     // SAFETY: the caller guarantees 8 readable columns from `col` in every row.
-    let r: [_; 8] = std::array::from_fn(|l| unsafe { E::load8(rows[l].as_ptr().add(col)) });
+    let r = unsafe {
+        [
+            E::load8(rows[0].as_ptr().add(col)),
+            E::load8(rows[1].as_ptr().add(col)),
+            E::load8(rows[2].as_ptr().add(col)),
+            E::load8(rows[3].as_ptr().add(col)),
+            E::load8(rows[4].as_ptr().add(col)),
+            E::load8(rows[5].as_ptr().add(col)),
+            E::load8(rows[6].as_ptr().add(col)),
+            E::load8(rows[7].as_ptr().add(col)),
+        ]
+    };
     // SAFETY (the shuffles below): AVX is available (the caller's contract).
     unsafe {
         let t0 = _mm256_unpacklo_ps(r[0], r[1]);
