@@ -292,6 +292,18 @@ impl ElemType {
     }
 }
 
+/// `v` rounded to `f16` and to `bf16`, each with its exact `f32` values (tests of the 16-bit
+/// paths compare a projection of the first with one of the second).
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn sixteen_bit(v: &[f32]) -> ((Vec<f16>, Vec<f32>), (Vec<bf16>, Vec<f32>)) {
+    let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+    let hw = h.iter().map(|x| x.to_f32()).collect();
+    let bw = b.iter().map(|x| x.to_f32()).collect();
+    ((h, hw), (b, bw))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

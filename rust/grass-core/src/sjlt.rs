@@ -196,7 +196,6 @@ impl Projection for Sjlt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use half::{bf16, f16};
 
     /// 16-bit inputs (vectorized widening transposes in lane groups) project to the bits of their
     /// exact `f32` values, for every batch split: scalar rows, partial and whole lane groups.
@@ -209,10 +208,7 @@ mod tests {
                 let v: Vec<f32> = (0..batch * p)
                     .map(|i| (i as f32 * 0.61).sin() * 3.0)
                     .collect();
-                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-                let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-                let hw: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
-                let bw: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+                let ((h, hw), (b, bw)) = crate::elem::sixteen_bit(&v);
                 let mut got = vec![0f32; batch * k];
                 let mut want = vec![0f32; batch * k];
                 s.project(&h, batch, &mut got).unwrap();
