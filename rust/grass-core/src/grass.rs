@@ -91,7 +91,7 @@ impl Projection for Grass {
                 *v = row[i].load();
             }
         };
-        self.sjlt.project_with(batch, out, idx.len(), fill, row)
+        self.sjlt.project_with(batch, out, idx.len(), 0, fill, row)
     }
 
     /// The adjoint `Maskᵀ · SJLTᵀ`.

@@ -20,6 +20,37 @@ pub use crate::simd::{Lanes, LANES};
 /// an AVX-512 VM before, no difference in 3 pairs (benches/README.md, sessions 5 and 6).
 pub(crate) const LBLOCK: usize = 256;
 
+/// The column blocks `(j0, n)` of a lane group: a first block of `lead` columns when
+/// `0 < lead < LBLOCK`, then blocks of [`LBLOCK`]. Any split gives the same bits (every bucket
+/// still sums its columns in increasing order); `lead` lets the later blocks' row loads start on
+/// a cache line ([`lead_to_line`]).
+pub(crate) fn blocks(n_cols: usize, lead: usize) -> impl Iterator<Item = (usize, usize)> {
+    let first = if lead > 0 && lead < LBLOCK {
+        lead.min(n_cols)
+    } else {
+        0
+    };
+    let head = (first > 0).then_some((0, first));
+    head.into_iter().chain(
+        (first..n_cols)
+            .step_by(LBLOCK)
+            .map(move |j0| (j0, LBLOCK.min(n_cols - j0))),
+    )
+}
+
+/// Columns before the first cache-line boundary of every row of the row-major `(_, p)` buffer
+/// `x`, when all rows share it (`p` elements span whole lines) — else 0. A numpy array's data
+/// usually starts 16 bytes past a line (torch's on one): with 32-byte row loads split across two
+/// lines, SJLT c = 1 ran ~1.3× slower on numpy input than on the same values in torch (Zen 4).
+pub(crate) fn lead_to_line<T>(x: &[T], p: usize) -> usize {
+    let size = std::mem::size_of::<T>();
+    let off = x.as_ptr() as usize % 64;
+    if size == 0 || (p * size) % 64 != 0 || off % size != 0 {
+        return 0;
+    }
+    (64 - off) % 64 / size
+}
+
 /// Projects one group of `rows ≤ LANES` samples.
 ///
 /// `fill(j0, xt)` writes column `j0 + m` of sample `l` into `xt[m][l]` for `l < rows` (other lanes
@@ -31,6 +62,7 @@ pub(crate) const LBLOCK: usize = 256;
 pub(crate) fn project_group<A: Accum>(
     sjlt: &Buckets,
     n_cols: usize,
+    lead: usize,
     rows: usize,
     fill: impl Fn(usize, &mut [Lanes<A>]),
     out: &mut [A],
@@ -43,9 +75,8 @@ pub(crate) fn project_group<A: Accum>(
     let mut xt_lines = vec![zero; LBLOCK.min(n_cols)];
     let (acc, xt) = (lines_mut(&mut acc_lines), lines_mut(&mut xt_lines));
     let mut ebuf = Vec::new();
-    for j0 in (0..n_cols).step_by(LBLOCK) {
+    for (j0, n) in blocks(n_cols, lead) {
         stop.check()?;
-        let n = LBLOCK.min(n_cols - j0);
         let entries = sjlt.entries(j0, n, &mut ebuf)?;
         fill(j0, &mut xt[..n]);
         scatter(c, entries, &xt[..n], acc);
@@ -178,6 +209,29 @@ fn scatter_portable<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &
             let neg = e & SIGN_BIT != 0;
             for l in 0..LANES {
                 a[l] += v[l].flip(neg);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_the_columns_in_order() {
+        for n_cols in [1usize, 15, 255, 256, 257, 1000, 4096] {
+            for lead in [0usize, 1, 12, 255, 256, 300] {
+                let mut next = 0;
+                for (i, (j0, n)) in blocks(n_cols, lead).enumerate() {
+                    assert_eq!(j0, next, "n_cols {n_cols}, lead {lead}");
+                    assert!(n > 0 && n <= LBLOCK);
+                    if i == 0 && lead > 0 && lead < LBLOCK {
+                        assert_eq!(n, lead.min(n_cols));
+                    }
+                    next += n;
+                }
+                assert_eq!(next, n_cols);
             }
         }
     }

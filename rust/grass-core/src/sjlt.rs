@@ -8,7 +8,9 @@ use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{at_least_one, invalid, Error, Result};
 use crate::hash::{stream_key, Stream};
-use crate::lanes::{gather_lanes, lane_rows, project_group, project_one, Lanes, LANES};
+use crate::lanes::{
+    gather_lanes, lane_rows, lead_to_line, project_group, project_one, Lanes, LANES,
+};
 use crate::parallel::{self, SyncPtr};
 use crate::projection::Projection;
 
@@ -82,6 +84,7 @@ impl Sjlt {
     /// `xt[m][l]` for `l < rows`. Batches of at most [`SCALAR_ROWS`] samples are projected one
     /// sample per task instead (the same arithmetic in the same order, without a lane group's
     /// 16-wide work for one sample); `row(b, j0, vals)` writes columns `j0 ..` of sample `b`.
+    /// `lead` is the length of the lane groups' first column block ([`crate::lanes::blocks`]).
     ///
     /// Each sample's sum runs over the columns in order, so the result is bit-identical for any
     /// thread count and any split of the batch.
@@ -90,6 +93,7 @@ impl Sjlt {
         batch: usize,
         out: &mut [A],
         n_cols: usize,
+        lead: usize,
         fill: impl Fn(usize, usize, usize, &mut [Lanes<A>]) + Sync,
         row: impl Fn(usize, usize, &mut [A]) + Sync,
     ) -> Result<()> {
@@ -110,6 +114,7 @@ impl Sjlt {
             return project_group(
                 b,
                 n_cols,
+                lead,
                 batch,
                 |j0, xt| fill(0, batch, j0, xt),
                 out,
@@ -119,7 +124,7 @@ impl Sjlt {
         parallel::try_chunks_mut(out, LANES * k, |g, group| {
             let rows = group.len() / k;
             let fill_g = |j0, xt: &mut [Lanes<A>]| fill(g * LANES, rows, j0, xt);
-            project_group(b, n_cols, rows, fill_g, group, &stop)
+            project_group(b, n_cols, lead, rows, fill_g, group, &stop)
         })
     }
 
@@ -183,7 +188,7 @@ impl Projection for Sjlt {
                 *v = xv.load();
             }
         };
-        self.project_with(batch, out, p, fill, row)
+        self.project_with(batch, out, p, lead_to_line(x, p), fill, row)
     }
 
     fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
@@ -196,6 +201,37 @@ impl Projection for Sjlt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows that start off a cache line (a numpy array's data, 16 bytes past one) are blocked so
+    /// that later blocks' loads are aligned: the same bits as each sample projected alone, at
+    /// every float offset.
+    #[test]
+    fn rows_off_a_cache_line_project_alike() {
+        let (p, k, batch) = (1024usize, 64usize, 21usize);
+        let base: Vec<f32> = (0..batch * p + 16)
+            .map(|i| (i as f32 * 0.37).cos() * 2.0)
+            .collect();
+        for c in [1usize, 3] {
+            let s = Sjlt::new(p, k, c, 5).unwrap();
+            let mut leads = Vec::new();
+            for off in 0..16 {
+                let x = &base[off..off + batch * p];
+                leads.push(lead_to_line(x, p));
+                let mut got = vec![0f32; batch * k];
+                s.project(x, batch, &mut got).unwrap();
+                for b in 0..batch {
+                    let mut one = vec![0f32; k];
+                    s.project(&x[b * p..(b + 1) * p], 1, &mut one).unwrap();
+                    assert_eq!(
+                        &got[b * k..(b + 1) * k],
+                        &one[..],
+                        "c {c}, offset {off}, row {b}"
+                    );
+                }
+            }
+            assert!(leads.iter().filter(|&&l| l > 0).count() >= 15, "{leads:?}");
+        }
+    }
 
     /// 16-bit inputs (vectorized widening transposes in lane groups) project to the bits of their
     /// exact `f32` values, for every batch split: scalar rows, partial and whole lane groups.
