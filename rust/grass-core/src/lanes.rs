@@ -45,7 +45,7 @@ pub(crate) fn blocks(n_cols: usize, lead: usize) -> impl Iterator<Item = (usize,
 pub(crate) fn lead_to_line<T>(x: &[T], p: usize) -> usize {
     let size = std::mem::size_of::<T>();
     let off = x.as_ptr() as usize % 64;
-    if size == 0 || (p * size) % 64 != 0 || off % size != 0 {
+    if size == 0 || !(p * size).is_multiple_of(64) || !off.is_multiple_of(size) {
         return 0;
     }
     (64 - off) % 64 / size
