@@ -151,6 +151,19 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
         false
     }
 
+    /// Optional fast path: the SJLT lane scatter of the first columns `j0 ..` of a block
+    /// read straight from the rows ([`crate::simd::scatter_rows_f32`]); returns how many columns
+    /// it did (0 when not provided).
+    fn scatter_rows(
+        _src: &[&[Self]; LANES],
+        _j0: usize,
+        _c: usize,
+        _entries: &[u32],
+        _acc: &mut [Lanes<A>],
+    ) -> usize {
+        0
+    }
+
     /// Optional fast path: `out[j] = ±x[j]`, negated where bit `j mod 64` of `signs[j / 64]` is
     /// set (a vectorized sign flip). Returns `false` when not provided.
     fn flip_signs(_signs: &[u64], _x: &[Self], _out: &mut [A]) -> bool {
@@ -177,6 +190,16 @@ impl Load<f32> for f32 {
 
     fn transpose_block(src: &[&[f32]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
         crate::simd::transpose_f32(src, j0, xt)
+    }
+
+    fn scatter_rows(
+        src: &[&[f32]; LANES],
+        j0: usize,
+        c: usize,
+        entries: &[u32],
+        acc: &mut [Lanes<f32>],
+    ) -> usize {
+        crate::simd::scatter_rows_f32(src, j0, c, entries, acc)
     }
 
     #[inline(always)]

@@ -91,7 +91,8 @@ impl Projection for Grass {
                 *v = row[i].load();
             }
         };
-        self.sjlt.project_with(batch, out, idx.len(), 0, fill, row)
+        self.sjlt
+            .project_with(batch, out, idx.len(), 0, fill, |_, _, _, _, _| 0, row)
     }
 
     /// The adjoint `Maskᵀ · SJLTᵀ`.

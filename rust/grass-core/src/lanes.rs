@@ -65,6 +65,7 @@ pub(crate) fn project_group<A: Accum>(
     lead: usize,
     rows: usize,
     fill: impl Fn(usize, &mut [Lanes<A>]),
+    direct: impl Fn(usize, &[u32], &mut [Lanes<A>]) -> usize,
     out: &mut [A],
     stop: &Stop,
 ) -> Result<()> {
@@ -78,8 +79,11 @@ pub(crate) fn project_group<A: Accum>(
     for (j0, n) in blocks(n_cols, lead) {
         stop.check()?;
         let entries = sjlt.entries(j0, n, &mut ebuf)?;
-        fill(j0, &mut xt[..n]);
-        scatter(c, entries, &xt[..n], acc);
+        let done = direct(j0, entries, acc);
+        if done < n {
+            fill(j0 + done, &mut xt[..n - done]);
+            scatter(c, &entries[done * c..], &xt[..n - done], acc);
+        }
     }
     // Written out `LANES` buckets at a time, each sample's run contiguous: bucket by bucket, the
     // 16 stores of one bucket land in 16 rows `4·k` bytes apart, and this step took ~15 % of a
