@@ -152,7 +152,7 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
     }
 
     /// Optional fast path: the SJLT lane scatter of the first columns `j0 ..` of a block
-    /// read straight from the rows ([`crate::simd::scatter_rows_f32`]); returns how many columns
+    /// read straight from the rows ([`crate::simd::scatter_rows`]); returns how many columns
     /// it did (0 when not provided).
     fn scatter_rows(
         _src: &[&[Self]; LANES],
@@ -199,7 +199,7 @@ impl Load<f32> for f32 {
         entries: &[u32],
         acc: &mut [Lanes<f32>],
     ) -> usize {
-        crate::simd::scatter_rows_f32(src, j0, c, entries, acc)
+        crate::simd::scatter_rows(src, j0, c, entries, acc)
     }
 
     #[inline(always)]
@@ -244,6 +244,16 @@ impl Load<f32> for f16 {
         crate::simd::transpose_f16(src, j0, xt)
     }
 
+    fn scatter_rows(
+        src: &[&[f16]; LANES],
+        j0: usize,
+        c: usize,
+        entries: &[u32],
+        acc: &mut [Lanes<f32>],
+    ) -> usize {
+        crate::simd::scatter_rows(src, j0, c, entries, acc)
+    }
+
     fn widen(x: &[f16], out: &mut [f32]) -> bool {
         crate::simd::widen_f16(x, out)
     }
@@ -256,6 +266,16 @@ impl Load<f32> for bf16 {
 
     fn transpose_block(src: &[&[bf16]; LANES], j0: usize, xt: &mut [Lanes<f32>]) -> bool {
         crate::simd::transpose_bf16(src, j0, xt)
+    }
+
+    fn scatter_rows(
+        src: &[&[bf16]; LANES],
+        j0: usize,
+        c: usize,
+        entries: &[u32],
+        acc: &mut [Lanes<f32>],
+    ) -> usize {
+        crate::simd::scatter_rows(src, j0, c, entries, acc)
     }
 
     fn widen(x: &[bf16], out: &mut [f32]) -> bool {

@@ -404,7 +404,51 @@ unsafe fn block8<E: Load8>(src: &[&[E]; LANES], half: usize, col: usize, xt: &mu
     }
 }
 
-/// The SJLT lane scatter read straight from 16 `f32` rows: for each column `m` of the first
+/// Sixteen consecutive values widened to `f32` in one AVX-512 register (the direct SJLT scatter).
+pub(crate) trait Load16: Copy {
+    /// # Safety
+    /// `p` must point to 16 readable values, and the CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl Load16 for f32 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: passed on from the caller (AVX-512F; 16 readable values).
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+}
+
+impl Load16 for half::bf16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const half::bf16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{
+            _mm256_loadu_si256, _mm512_castsi512_ps, _mm512_cvtepu16_epi32, _mm512_slli_epi32,
+        };
+        // SAFETY: passed on from the caller (AVX-512F; 16 readable 16-bit values = 32 bytes).
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+}
+
+impl Load16 for half::f16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const half::f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
+        // SAFETY: passed on from the caller (AVX-512F, which has the 16-wide `vcvtph2ps`; 16
+        // readable 16-bit values).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+}
+
+/// The SJLT lane scatter read straight from 16 rows (`f32`, or 16-bit widened exactly as
+/// [`transpose_bf16`] / [`transpose_f16`] do): for each column `m` of the first
 /// `n − n mod 16` (`n = entries.len() / c`) and each of its `c` entries `e`,
 /// `acc[bucket(e)] += ±(src[l][j0 + m])_l` — the transposed column never stored (16 columns
 /// transposed in registers, then added). Every bucket gets the same additions in the same
@@ -413,8 +457,8 @@ unsafe fn block8<E: Load8>(src: &[&[E]; LANES], half: usize, col: usize, xt: &mu
 ///
 /// # Panics
 /// When a row is shorter than `j0 + entries.len()` or a bucket is `≥ acc.len()`.
-pub(crate) fn scatter_rows_f32(
-    src: &[&[f32]; LANES],
+pub(crate) fn scatter_rows<E: Load16>(
+    src: &[&[E]; LANES],
     j0: usize,
     c: usize,
     entries: &[u32],
@@ -446,8 +490,8 @@ pub(crate) fn scatter_rows_f32(
 /// `j0 + entries.len() / c` long.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scatter_rows_avx512(
-    src: &[&[f32]; LANES],
+unsafe fn scatter_rows_avx512<E: Load16>(
+    src: &[&[E]; LANES],
     j0: usize,
     c: usize,
     entries: &[u32],
@@ -464,8 +508,8 @@ unsafe fn scatter_rows_avx512(
 /// As [`scatter_rows_avx512`] with `c = 1`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scatter_rows_avx512_c1(
-    src: &[&[f32]; LANES],
+unsafe fn scatter_rows_avx512_c1<E: Load16>(
+    src: &[&[E]; LANES],
     j0: usize,
     entries: &[u32],
     acc: &mut [Lanes<f32>],
@@ -480,8 +524,8 @@ unsafe fn scatter_rows_avx512_c1(
 /// As [`scatter_rows_avx512`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn scatter_rows_body(
-    src: &[&[f32]; LANES],
+unsafe fn scatter_rows_body<E: Load16>(
+    src: &[&[E]; LANES],
     j0: usize,
     c: usize,
     entries: &[u32],
@@ -501,22 +545,22 @@ unsafe fn scatter_rows_body(
             // Every row holds columns `col .. col + 16` (the caller's contract).
             let r: [__m512; 16] = {
                 [
-                    _mm512_loadu_ps(src[0].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[1].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[2].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[3].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[4].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[5].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[6].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[7].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[8].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[9].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[10].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[11].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[12].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[13].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[14].as_ptr().add(col)),
-                    _mm512_loadu_ps(src[15].as_ptr().add(col)),
+                    E::load16(src[0].as_ptr().add(col)),
+                    E::load16(src[1].as_ptr().add(col)),
+                    E::load16(src[2].as_ptr().add(col)),
+                    E::load16(src[3].as_ptr().add(col)),
+                    E::load16(src[4].as_ptr().add(col)),
+                    E::load16(src[5].as_ptr().add(col)),
+                    E::load16(src[6].as_ptr().add(col)),
+                    E::load16(src[7].as_ptr().add(col)),
+                    E::load16(src[8].as_ptr().add(col)),
+                    E::load16(src[9].as_ptr().add(col)),
+                    E::load16(src[10].as_ptr().add(col)),
+                    E::load16(src[11].as_ptr().add(col)),
+                    E::load16(src[12].as_ptr().add(col)),
+                    E::load16(src[13].as_ptr().add(col)),
+                    E::load16(src[14].as_ptr().add(col)),
+                    E::load16(src[15].as_ptr().add(col)),
                 ]
             };
             // Within each 128-bit lane L: pairs of rows interleaved, then rows 4i .. 4i + 4 of
