@@ -182,6 +182,21 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
     }
 }
 
+/// The [`Load::scatter_rows`] of a type with a 16-wide AVX-512 load ([`crate::simd::Load16`]).
+macro_rules! direct_scatter {
+    () => {
+        fn scatter_rows(
+            src: &[&[Self]; LANES],
+            j0: usize,
+            c: usize,
+            entries: &[u32],
+            acc: &mut [Lanes<f32>],
+        ) -> usize {
+            crate::simd::scatter_rows(src, j0, c, entries, acc)
+        }
+    };
+}
+
 impl Load<f32> for f32 {
     #[inline(always)]
     fn load(self) -> f32 {
@@ -192,15 +207,7 @@ impl Load<f32> for f32 {
         crate::simd::transpose_f32(src, j0, xt)
     }
 
-    fn scatter_rows(
-        src: &[&[f32]; LANES],
-        j0: usize,
-        c: usize,
-        entries: &[u32],
-        acc: &mut [Lanes<f32>],
-    ) -> usize {
-        crate::simd::scatter_rows(src, j0, c, entries, acc)
-    }
+    direct_scatter!();
 
     #[inline(always)]
     fn flip_signs(signs: &[u64], x: &[f32], out: &mut [f32]) -> bool {
@@ -244,15 +251,7 @@ impl Load<f32> for f16 {
         crate::simd::transpose_f16(src, j0, xt)
     }
 
-    fn scatter_rows(
-        src: &[&[f16]; LANES],
-        j0: usize,
-        c: usize,
-        entries: &[u32],
-        acc: &mut [Lanes<f32>],
-    ) -> usize {
-        crate::simd::scatter_rows(src, j0, c, entries, acc)
-    }
+    direct_scatter!();
 
     fn widen(x: &[f16], out: &mut [f32]) -> bool {
         crate::simd::widen_f16(x, out)
@@ -268,15 +267,7 @@ impl Load<f32> for bf16 {
         crate::simd::transpose_bf16(src, j0, xt)
     }
 
-    fn scatter_rows(
-        src: &[&[bf16]; LANES],
-        j0: usize,
-        c: usize,
-        entries: &[u32],
-        acc: &mut [Lanes<f32>],
-    ) -> usize {
-        crate::simd::scatter_rows(src, j0, c, entries, acc)
-    }
+    direct_scatter!();
 
     fn widen(x: &[bf16], out: &mut [f32]) -> bool {
         crate::simd::widen_bf16(x, out)
