@@ -735,4 +735,43 @@ mod tests {
             }
         }
     }
+
+    /// The AVX-512 direct scatter (where the CPU has it) adds exactly what a loop over columns in
+    /// order adds, per lane, for `c` = 1 and 3, with buckets repeated inside 16-column groups.
+    #[test]
+    fn direct_scatter_matches_a_column_order_loop() {
+        let (p, k, n, j0) = (80usize, 24usize, 48usize, 16usize);
+        let data: Vec<f32> = (0..LANES * p)
+            .map(|i| (i as f32 * 0.73).sin() * 4.0)
+            .collect();
+        let rows: [&[f32]; LANES] = std::array::from_fn(|l| &data[l * p..(l + 1) * p]);
+        for c in [1usize, 3] {
+            let entries: Vec<u32> = (0..n * c)
+                .map(|i| ((i * 7 + i / 5) % k) as u32 | (u32::from(i % 3 == 0) << 31))
+                .collect();
+            let start: Vec<Lanes<f32>> = (0..k).map(|b| [b as f32 * 0.5; LANES]).collect();
+            let mut want = start.clone();
+            for m in 0..n {
+                for &e in &entries[m * c..(m + 1) * c] {
+                    for l in 0..LANES {
+                        let v = rows[l][j0 + m];
+                        want[(e & !(1 << 31)) as usize][l] += if e >> 31 == 1 { -v } else { v };
+                    }
+                }
+            }
+            let mut acc = start.clone();
+            let done = scatter_rows(&rows, j0, c, &entries, &mut acc);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                assert_eq!(done, n, "c {c}");
+                assert_eq!(acc, want, "c {c}");
+                continue;
+            }
+            assert_eq!(
+                (done, &acc),
+                (0, &start),
+                "c {c}: nothing done without AVX-512"
+            );
+        }
+    }
 }
