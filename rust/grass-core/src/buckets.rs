@@ -14,8 +14,9 @@ use crate::parallel;
 pub const TABLE_LIMIT: usize = 1 << 25;
 /// Coordinates processed per block (the unit of on-the-fly index generation).
 pub(crate) const BLOCK: usize = 4096;
-/// Bit of a table entry that holds the sign (set = negative).
-pub const SIGN_BIT: u32 = 1 << 31;
+/// Bit of a table entry that holds the sign (set = negative); defined beside the kernels that
+/// read entries (`simd` sits below this module).
+pub use crate::simd::SIGN_BIT;
 
 /// The packed entries (`bucket | sign bit`) of an SJLT's `c` nonzeros per column.
 #[derive(Debug, Clone)]

@@ -152,7 +152,7 @@ pub trait Load<A: Accum>: Copy + Send + Sync {
     }
 
     /// Optional fast path: the SJLT lane scatter of the first columns `j0 ..` of a block
-    /// read straight from the rows ([`crate::simd::scatter_rows`]); returns how many columns
+    /// read straight from the rows (`simd::scatter_rows`); returns how many columns
     /// it did (0 when not provided).
     fn scatter_rows(
         _src: &[&[Self]; LANES],

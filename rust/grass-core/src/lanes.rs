@@ -53,9 +53,11 @@ pub(crate) fn lead_to_line<T>(x: &[T], p: usize) -> usize {
 
 /// Projects one group of `rows ≤ LANES` samples.
 ///
-/// `fill(j0, xt)` writes column `j0 + m` of sample `l` into `xt[m][l]` for `l < rows` (other lanes
-/// must stay zero); `out` is the group's `(rows, out_dim)` output, overwritten. `stop` is polled
-/// once per block of columns.
+/// Columns run in the blocks of [`blocks`]`(n_cols, lead)`. In each, `direct(j0, entries, acc)`
+/// first does the scatter of as many leading columns as it can straight from the input and
+/// returns how many (0: none); `fill(j0, xt)` writes column `j0 + m` of sample `l` into
+/// `xt[m][l]` for `l < rows` (other lanes must stay zero) for the rest. `out` is the group's
+/// `(rows, out_dim)` output, overwritten. `stop` is polled once per block of columns.
 ///
 /// # Errors
 /// `OutOfMemory` when the `(out_dim, LANES)` accumulator cannot be allocated; `Cancelled`.

@@ -45,6 +45,9 @@ pub(crate) fn prefetch<T>(v: &T) {
     let _ = v;
 }
 
+/// Bit of an SJLT entry (`bucket | sign`) that holds the sign (set = negative).
+pub const SIGN_BIT: u32 = 1 << 31;
+
 /// Samples per lane group of the SJLT kernel (one 512-bit vector of `f32`).
 pub const LANES: usize = 16;
 
@@ -456,7 +459,7 @@ impl Load16 for half::f16 {
 /// repeat). Returns the columns done (0 when the CPU lacks AVX-512F).
 ///
 /// # Panics
-/// When a row is shorter than `j0 + entries.len()` or a bucket is `≥ acc.len()`.
+/// When a row is shorter than `j0 + n − n mod 16` or a bucket is `≥ acc.len()`.
 pub(crate) fn scatter_rows<E: Load16>(
     src: &[&[E]; LANES],
     j0: usize,
@@ -543,26 +546,24 @@ unsafe fn scatter_rows_body<E: Load16>(
         for (b, es) in entries.chunks_exact(16 * c).enumerate() {
             let col = j0 + 16 * b;
             // Every row holds columns `col .. col + 16` (the caller's contract).
-            let r: [__m512; 16] = {
-                [
-                    E::load16(src[0].as_ptr().add(col)),
-                    E::load16(src[1].as_ptr().add(col)),
-                    E::load16(src[2].as_ptr().add(col)),
-                    E::load16(src[3].as_ptr().add(col)),
-                    E::load16(src[4].as_ptr().add(col)),
-                    E::load16(src[5].as_ptr().add(col)),
-                    E::load16(src[6].as_ptr().add(col)),
-                    E::load16(src[7].as_ptr().add(col)),
-                    E::load16(src[8].as_ptr().add(col)),
-                    E::load16(src[9].as_ptr().add(col)),
-                    E::load16(src[10].as_ptr().add(col)),
-                    E::load16(src[11].as_ptr().add(col)),
-                    E::load16(src[12].as_ptr().add(col)),
-                    E::load16(src[13].as_ptr().add(col)),
-                    E::load16(src[14].as_ptr().add(col)),
-                    E::load16(src[15].as_ptr().add(col)),
-                ]
-            };
+            let r: [__m512; 16] = [
+                E::load16(src[0].as_ptr().add(col)),
+                E::load16(src[1].as_ptr().add(col)),
+                E::load16(src[2].as_ptr().add(col)),
+                E::load16(src[3].as_ptr().add(col)),
+                E::load16(src[4].as_ptr().add(col)),
+                E::load16(src[5].as_ptr().add(col)),
+                E::load16(src[6].as_ptr().add(col)),
+                E::load16(src[7].as_ptr().add(col)),
+                E::load16(src[8].as_ptr().add(col)),
+                E::load16(src[9].as_ptr().add(col)),
+                E::load16(src[10].as_ptr().add(col)),
+                E::load16(src[11].as_ptr().add(col)),
+                E::load16(src[12].as_ptr().add(col)),
+                E::load16(src[13].as_ptr().add(col)),
+                E::load16(src[14].as_ptr().add(col)),
+                E::load16(src[15].as_ptr().add(col)),
+            ];
             // Within each 128-bit lane L: pairs of rows interleaved, then rows 4i .. 4i + 4 of
             // column 4L + q in `u[4i + q]`.
             let mut t = [r[0]; 16];
@@ -592,8 +593,8 @@ unsafe fn scatter_rows_body<E: Load16>(
             // In column order: a bucket hit twice in these 16 columns sums them in order.
             for (col_entries, v) in es.chunks_exact(c).zip(cols) {
                 for &e in col_entries {
-                    let a = &mut acc[(e & !(1 << 31)) as usize];
-                    let sign = _mm512_set1_epi32((e & (1 << 31)) as i32);
+                    let a = &mut acc[(e & !SIGN_BIT) as usize];
+                    let sign = _mm512_set1_epi32((e & SIGN_BIT) as i32);
                     let v = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
                     // `a` is one 16-lane vector.
                     let sum = _mm512_add_ps(_mm512_loadu_ps(a.as_ptr()), v);
@@ -740,6 +741,7 @@ mod tests {
     /// order adds, per lane, for `c` = 1 and 3, with buckets repeated inside 16-column groups.
     #[test]
     fn direct_scatter_matches_a_column_order_loop() {
+        const SIGN: u32 = SIGN_BIT;
         let (p, k, n, j0) = (80usize, 24usize, 48usize, 16usize);
         let data: Vec<f32> = (0..LANES * p)
             .map(|i| (i as f32 * 0.73).sin() * 4.0)
@@ -747,7 +749,7 @@ mod tests {
         let rows: [&[f32]; LANES] = std::array::from_fn(|l| &data[l * p..(l + 1) * p]);
         for c in [1usize, 3] {
             let entries: Vec<u32> = (0..n * c)
-                .map(|i| ((i * 7 + i / 5) % k) as u32 | (u32::from(i % 3 == 0) << 31))
+                .map(|i| ((i * 7 + i / 5) % k) as u32 | if i % 3 == 0 { SIGN } else { 0 })
                 .collect();
             let start: Vec<Lanes<f32>> = (0..k).map(|b| [b as f32 * 0.5; LANES]).collect();
             let mut want = start.clone();
@@ -755,7 +757,7 @@ mod tests {
                 for &e in &entries[m * c..(m + 1) * c] {
                     for l in 0..LANES {
                         let v = rows[l][j0 + m];
-                        want[(e & !(1 << 31)) as usize][l] += if e >> 31 == 1 { -v } else { v };
+                        want[(e & !SIGN) as usize][l] += if e & SIGN != 0 { -v } else { v };
                     }
                 }
             }

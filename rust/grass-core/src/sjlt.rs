@@ -85,8 +85,8 @@ impl Sjlt {
     /// sample per task instead (the same arithmetic in the same order, without a lane group's
     /// 16-wide work for one sample); `row(b, j0, vals)` writes columns `j0 ..` of sample `b`.
     /// `lead` is the length of the lane groups' first column block ([`crate::lanes::blocks`]).
-    /// `direct(b0, rows, j0, entries, acc)` may do a `c = 1` block's scatter straight from the
-    /// input, returning how many of its first columns it did (the rest go through `fill`).
+    /// `direct(b0, rows, j0, entries, acc)` may do a block's scatter straight from the input,
+    /// returning how many of its first columns it did (the rest go through `fill`).
     ///
     /// Each sample's sum runs over the columns in order, so the result is bit-identical for any
     /// thread count and any split of the batch.
