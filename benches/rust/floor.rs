@@ -13,9 +13,14 @@
 //!   the one-stream `sum`, and at high mask densities it beats `lines` too);
 //! - `lines+stream`: `lines`, also prefetching every line 4 ahead (what grass-rs's streamed
 //!   gathers do, `mask::Lines::Stream`);
+//! - `lines+ahead`: `lines`, also prefetching the touched line 8 or 32 positions further on in
+//!   each row (more misses in flight than the out-of-order window keeps);
 //! - `grass-rs`: grass-core's own gather (`Mask::project`; GraSS's fused mask + SJLT at 2²³).
 //!
-//! `--outer` times FactGraSS's masked block and the same floors over its two factors.
+//! `--mask K`, `--grass17` and `--grass23` time one gather alone (for A/B runs of two builds);
+//! `--grass23` also times it and its touched lines *cold* (evicted before each call, as for a
+//! gradient not just read: a large L3 otherwise holds the 32 MiB of touched lines). `--outer`
+//! times FactGraSS's masked block and the same floors over its two factors.
 //!
 //! `lines / sum` is the physical floor of the gather's ratio to the read floor on this machine; the
 //! issue's line-count estimate (~0.63× at k' = 8192) assumes a touched line streams at the sequential
@@ -96,6 +101,28 @@ fn touch_lines_stream(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32
                         prefetch(&row[next * 16]);
                     }
                     next += 1;
+                }
+                for (a, row) in acc.iter_mut().zip(&r) {
+                    *a += row[l * 16];
+                }
+            }
+        }
+    }
+    acc.iter().sum()
+}
+
+/// [`touch_lines`], also prefetching the touched line `ahead` positions further on in `lines`
+/// (in every one of the four rows): more misses in flight than the out-of-order window holds.
+fn touch_lines_ahead(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32 {
+    let mut acc = [0f32; 4];
+    for rows in x.chunks(4 * p) {
+        let r: Vec<&[f32]> = rows.chunks_exact(p).collect();
+        if r.len() == 4 {
+            for (j, &l) in lines.iter().enumerate() {
+                if let Some(&f) = lines.get(j + ahead) {
+                    for row in &r {
+                        prefetch(&row[f * 16]);
+                    }
                 }
                 for (a, row) in acc.iter_mut().zip(&r) {
                     *a += row[l * 16];
@@ -197,6 +224,17 @@ fn case(name: &str, p: usize, k: usize, reps: usize) {
             });
             println!(
                 "  {threads} thread(s)  lines+stream({ahead}) {}",
+                cell(&st, base)
+            );
+        }
+        for ahead in [8usize, 32] {
+            let st = time(reps, || {
+                black_box(split(&x, p, threads, |part| {
+                    touch_lines_ahead(part, p, &lines, ahead)
+                }));
+            });
+            println!(
+                "  {threads} thread(s)  lines+ahead({ahead}) {}",
                 cell(&st, base)
             );
         }
@@ -332,8 +370,75 @@ fn grass17() {
     );
 }
 
+/// `--grass23`: GraSS 2²³ → 8192 → 2048 of the 64 × 2²³ input (1.6 % of the lines) on the
+/// default threads, median [min–max] ms and × the read floor (for A/B runs of the sparse gather).
+fn grass23() {
+    let p = 1 << 23;
+    let x = input(B * p, 1021);
+    let g = Grass::new(p, 2048, 8192, 1, 0).unwrap();
+    let mut out = vec![0f32; B * 2048];
+    let threads = grass_core::parallel::get_num_threads();
+    let sum = time(5, || {
+        black_box(split(&x, p, threads, floor_sum));
+    });
+    let t = time(15, || g.project(&x, B, &mut out).unwrap());
+    println!(
+        "GraSS 2^23 -> 8192 -> 2048: {}",
+        cell(&t, sum[sum.len() / 2])
+    );
+    // Cold: the touched lines evicted before each projection (a 512 MiB pass between them, not
+    // timed), as for a gradient that was not just read; the warm row has them in a large L3.
+    let flush = input(1 << 27, 7);
+    let cold = |f: &mut dyn FnMut()| {
+        let mut t: Vec<f64> = (0..15)
+            .map(|_| {
+                black_box(split(&flush, 1 << 20, threads, floor_sum));
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t
+    };
+    let base = sum[sum.len() / 2];
+    let t = cold(&mut || g.project(&x, B, &mut out).unwrap());
+    println!("GraSS 2^23 cold: {}", cell(&t, base));
+    let mut lines: Vec<usize> = g.mask().indices().iter().map(|&j| j / 16).collect();
+    lines.dedup();
+    for ahead in [0usize, 32] {
+        let t = cold(&mut || {
+            black_box(split(&x, p, threads, |part| {
+                touch_lines_ahead(part, p, &lines, ahead)
+            }));
+        });
+        println!(
+            "  its touched lines cold, {ahead} ahead: {}",
+            cell(&t, base)
+        );
+    }
+}
+
+/// `--mask K`: MASK 2¹⁷ → K of the 64 × 2¹⁷ input on the default threads, median [min–max] ms of
+/// 31 and × the read floor (for A/B runs of the gather).
+fn mask_only(k: usize) {
+    let p = 1 << 17;
+    let x = input(B * p, 1021);
+    let mask = Mask::new(p, k, 0, false).unwrap();
+    let mut out = vec![0f32; B * k];
+    let threads = grass_core::parallel::get_num_threads();
+    let sum = time(31, || {
+        black_box(split(&x, p, threads, floor_sum));
+    });
+    let t = time(31, || mask.project(&x, B, &mut out).unwrap());
+    println!("MASK 2^17 -> {k}: {}", cell(&t, sum[sum.len() / 2]));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--grass23") {
+        return grass23();
+    }
     if args.iter().any(|a| a == "--grass17") {
         return grass17();
     }
@@ -347,6 +452,9 @@ fn main() {
             .flatten()
             .unwrap_or(default)
     };
+    if let Some(i) = args.iter().position(|a| a == "--mask") {
+        return mask_only(num(i + 1, 8192));
+    }
     if let Some(i) = args.iter().position(|a| a == "--srht") {
         return srht_only(num(i + 1, 21));
     }

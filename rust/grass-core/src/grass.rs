@@ -6,6 +6,8 @@
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::lanes::{gather_lanes, lane_rows, Lanes, LBLOCK};
+#[cfg(doc)]
+use crate::mask::streams_dense_masks;
 use crate::mask::{gather_rows, group, Lines, Mask, GATHER_ROWS};
 use crate::projection::Projection;
 use crate::simd::LANES;
@@ -75,8 +77,30 @@ impl Projection for Grass {
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
+        let lines = Lines::for_mask(self.mask.indices(), self.in_dim(), std::mem::size_of::<T>());
+        self.project_lines(x, batch, out, lines)
+    }
+
+    /// The adjoint `Maskᵀ · SJLTᵀ`.
+    fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
         let (p, idx) = (self.in_dim(), self.mask.indices());
-        let lines = Lines::for_mask(idx, p, std::mem::size_of::<T>());
+        let dst = Mask::zero_out(out);
+        self.sjlt
+            .transpose_with(y, batch, idx.len(), |b, m, v| dst.write(b * p + idx[m], v))
+    }
+}
+
+impl Grass {
+    /// [`Projection::project_batch`] with the lines brought in as `lines` says: a streamed block
+    /// gather ([`fill_streamed`]) for [`Lines::Stream`], else 16 lanes' columns gathered directly.
+    fn project_lines<T: Load<A>, A: Accum>(
+        &self,
+        x: &[T],
+        batch: usize,
+        out: &mut [A],
+        lines: Lines,
+    ) -> Result<()> {
+        let (p, idx) = (self.in_dim(), self.mask.indices());
         let fill = |b0, rows, j0, xt: &mut [Lanes<A>]| {
             let sel = &idx[j0..j0 + xt.len()];
             if lines == Lines::Stream {
@@ -94,21 +118,14 @@ impl Projection for Grass {
         self.sjlt
             .project_with(batch, out, idx.len(), 0, fill, |_, _, _, _, _| 0, row)
     }
-
-    /// The adjoint `Maskᵀ · SJLTᵀ`.
-    fn transpose_batch<A: Accum>(&self, y: &[A], batch: usize, out: &mut [A]) -> Result<()> {
-        let (p, idx) = (self.in_dim(), self.mask.indices());
-        let dst = Mask::zero_out(out);
-        self.sjlt
-            .transpose_with(y, batch, idx.len(), |b, m, v| dst.write(b * p + idx[m], v))
-    }
 }
 
 /// `xt[m][l] = x[l][sel[m]]` for the (at most [`LANES`]) rows of `x` (the other lanes zero), for a
 /// dense mask: the rows are gathered [`GATHER_ROWS`] at a time in memory order with every line
 /// streamed in ([`Lines::Stream`], as MASK does), into a row-major block that is then transposed
 /// in L1. Gathering the 16 lanes' rows column by column instead keeps 16 sparse streams in flight,
-/// which this VM's prefetchers follow worse.
+/// which an AMD VM's prefetchers followed worse (on an Intel Xeon the column gather was faster:
+/// GraSS 2¹⁷ → 8192 → 2048 in 0.74 ms vs 1.01 ms streamed, see [`streams_dense_masks`]).
 fn fill_streamed<T: Load<A>, A: Accum>(x: &[T], p: usize, sel: &[usize], xt: &mut [Lanes<A>]) {
     let (rows, n) = (x.len() / p, sel.len());
     assert!(rows <= LANES && n <= LBLOCK && xt.len() == n);
@@ -139,9 +156,9 @@ fn fill_streamed<T: Load<A>, A: Accum>(x: &[T], p: usize, sel: &[usize], xt: &mu
 mod tests {
     use super::*;
 
-    /// Every lane group (streamed gathers for dense masks, column gathers for sparse ones) gives the
-    /// bits of projecting each sample alone (the scalar path), for batches that fill lane groups
-    /// partly and wholly, in f32 and f64.
+    /// Every lane group (streamed block gathers and column gathers, each for dense and sparse
+    /// masks) gives the bits of projecting each sample alone (the scalar path), for batches that
+    /// fill lane groups partly and wholly, in f32 and f64.
     #[test]
     fn lane_groups_match_one_sample_at_a_time() {
         for (p, kp, k) in [
@@ -150,31 +167,21 @@ mod tests {
             (700, 700, 32),
         ] {
             let g = Grass::new(p, k, kp, 2, 5).unwrap();
-            assert_eq!(
-                Lines::for_mask(g.mask().indices(), p, 4) == Lines::Stream,
-                kp > 100,
-                "the cases cover both gathers"
-            );
             for batch in [3usize, 5, 16, 17, 40] {
                 let x: Vec<f64> = (0..batch * p).map(|i| (i as f64 * 0.37).sin()).collect();
                 let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-                let (mut out, mut out32) = (vec![0.0; batch * k], vec![0f32; batch * k]);
-                g.project(&x, batch, &mut out).unwrap();
-                g.project(&x32, batch, &mut out32).unwrap();
-                for b in 0..batch {
-                    let (mut one, mut one32) = (vec![0.0; k], vec![0f32; k]);
-                    g.project(&x[b * p..(b + 1) * p], 1, &mut one).unwrap();
-                    g.project(&x32[b * p..(b + 1) * p], 1, &mut one32).unwrap();
-                    assert_eq!(
-                        out[b * k..(b + 1) * k],
-                        one[..],
-                        "f64 p {p} k' {kp} batch {batch}"
-                    );
-                    assert_eq!(
-                        out32[b * k..(b + 1) * k],
-                        one32[..],
-                        "f32 p {p} k' {kp} batch {batch}"
-                    );
+                for lines in [Lines::Stream, Lines::Touched] {
+                    let (mut out, mut out32) = (vec![0.0; batch * k], vec![0f32; batch * k]);
+                    g.project_lines(&x, batch, &mut out, lines).unwrap();
+                    g.project_lines(&x32, batch, &mut out32, lines).unwrap();
+                    for b in 0..batch {
+                        let (mut one, mut one32) = (vec![0.0; k], vec![0f32; k]);
+                        g.project(&x[b * p..(b + 1) * p], 1, &mut one).unwrap();
+                        g.project(&x32[b * p..(b + 1) * p], 1, &mut one32).unwrap();
+                        let at = format!("p {p} k' {kp} batch {batch} {lines:?}");
+                        assert_eq!(out[b * k..(b + 1) * k], one[..], "f64 {at}");
+                        assert_eq!(out32[b * k..(b + 1) * k], one32[..], "f32 {at}");
+                    }
                 }
             }
         }

@@ -161,33 +161,66 @@ pub(crate) enum Lines {
     /// Only the lines holding kept columns (the hardware prefetcher is left alone).
     Touched,
     /// Every line of the span, prefetched [`STREAM_AHEAD`] lines ahead in memory order, the
-    /// gaps between kept columns included: when a mask touches a large part of the lines, four
-    /// rows streamed in order arrive faster than the touched lines alone, gaps and all
-    /// (measured on an AVX2 VM, `floor` bench: a mask touching 64 % of the lines, 1.5–2.0 ms
-    /// streamed vs 2.0–3.0 ms touched-only, where the contiguous sum takes 2.2–2.8 ms).
+    /// gaps between kept columns included: on CPUs where four rows streamed in order arrive
+    /// faster than the touched lines alone, gaps and all ([`streams_dense_masks`]).
     Stream,
 }
 
 impl Lines {
-    /// [`Lines::Stream`] when `idx` (increasing) touches at least a third of the lines of a
-    /// row of `p` values of `elem` bytes, else [`Lines::Touched`] (touching every line then
-    /// reads more than three times the lines; the rates measured differ by ~2–3×).
+    /// [`Lines::Stream`] for a [`dense`] mask on a CPU that [`streams_dense_masks`], else
+    /// [`Lines::Touched`].
     pub(crate) fn for_mask(idx: &[usize], p: usize, elem: usize) -> Self {
-        let per = (64 / elem.max(1)).max(1);
-        let mut touched = 0usize;
-        let mut last = usize::MAX;
-        for &i in idx {
-            if i / per != last {
-                last = i / per;
-                touched += 1;
-            }
-        }
-        if 3 * touched >= p.div_ceil(per) {
+        if streams_dense_masks() && dense(idx, p, elem) {
             Self::Stream
         } else {
             Self::Touched
         }
     }
+}
+
+/// Whether `idx` (increasing) touches at least a third of the lines of a row of `p` values of
+/// `elem` bytes (touching every line then reads at most three times the lines the mask needs).
+pub(crate) fn dense(idx: &[usize], p: usize, elem: usize) -> bool {
+    let per = (64 / elem.max(1)).max(1);
+    let mut touched = 0usize;
+    let mut last = usize::MAX;
+    for &i in idx {
+        if i / per != last {
+            last = i / per;
+            touched += 1;
+        }
+    }
+    3 * touched >= p.div_ceil(per)
+}
+
+/// Whether a dense mask's gather is faster streaming every line ([`Lines::Stream`]) than reading
+/// only the touched ones, which depends on the CPU's prefetchers (`floor` bench, MASK 2¹⁷ → 8192,
+/// 64 % of the lines):
+/// - AMD (Zen 2 VM, session 7): streamed 1.5–2.0 ms vs touched-only 2.0–3.0 ms: stream;
+/// - Intel (Xeon, family 6 model 207, session 9): streamed 0.84 ms vs touched-only 0.70 ms
+///   (medians of 7 alternating runs), and likewise for GraSS 2¹⁷ → 8192 (1.01 vs 0.74 ms) and
+///   FactGraSS's masked factors (2.41 vs 2.14 ms): touched.
+///
+/// AMD CPUs stream; every other CPU reads the touched lines. Either way the results are the same
+/// bits (a gather only copies).
+pub(crate) fn streams_dense_masks() -> bool {
+    static STREAMS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STREAMS.get_or_init(|| cpu_vendor() == *b"AuthenticAMD")
+}
+
+/// The CPU's vendor string (`cpuid` leaf 0), or zeros off x86-64.
+fn cpu_vendor() -> [u8; 12] {
+    let mut v = [0u8; 12];
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `cpuid` leaf 0 exists on every x86-64 CPU and only reads identification.
+        #[allow(unused_unsafe)]
+        let r = unsafe { std::arch::x86_64::__cpuid(0) };
+        v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+        v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    }
+    v
 }
 
 /// `out[r · stride + m] = x[r][idx[m]]` for the (1 to `GATHER_ROWS`) rows of the row-major
@@ -397,18 +430,31 @@ mod tests {
     }
 
     #[test]
-    fn line_mode_follows_the_touched_fraction() {
+    fn density_follows_the_touched_fraction() {
         let p = 1 << 12;
         let every_16th: Vec<usize> = (0..p).step_by(16).collect();
-        assert_eq!(Lines::for_mask(&every_16th, p, 4), Lines::Stream);
+        assert!(dense(&every_16th, p, 4));
         let every_64th: Vec<usize> = (0..p).step_by(64).collect();
-        assert_eq!(Lines::for_mask(&every_64th, p, 4), Lines::Touched);
+        assert!(!dense(&every_64th, p, 4));
         // A third of the lines is enough; the same mask over 16-bit values (32 per line) touches
         // half of their lines.
         let every_48th: Vec<usize> = (0..p).step_by(48).collect();
-        assert_eq!(Lines::for_mask(&every_48th, p, 4), Lines::Stream);
-        assert_eq!(Lines::for_mask(&every_64th, p, 2), Lines::Stream);
-        assert_eq!(Lines::for_mask(&every_64th, p, 8), Lines::Touched);
+        assert!(dense(&every_48th, p, 4));
+        assert!(dense(&every_64th, p, 2));
+        assert!(!dense(&every_64th, p, 8));
+        // Streaming is chosen for dense masks only, and only where the CPU streams them faster.
+        let stream = streams_dense_masks();
+        assert_eq!(Lines::for_mask(&every_16th, p, 4) == Lines::Stream, stream);
+        assert_eq!(Lines::for_mask(&every_64th, p, 4), Lines::Touched);
+    }
+
+    #[test]
+    fn the_vendor_is_read_from_cpuid() {
+        let v = cpu_vendor();
+        if cfg!(target_arch = "x86_64") {
+            assert!(v.iter().all(u8::is_ascii_graphic), "{v:?}");
+        }
+        assert_eq!(streams_dense_masks(), v == *b"AuthenticAMD");
     }
 
     #[test]
