@@ -741,7 +741,8 @@ mod tests {
     }
 
     /// The AVX-512 direct scatter (where the CPU has it) adds exactly what a loop over columns in
-    /// order adds, per lane, for `c` = 1, 2, 3, 4 and 8 (compiled apart, and the run-time `c`), with buckets repeated inside 16-column groups.
+    /// order adds, per lane, for `c` = 1, 2, 4 and 8 (each compiled apart) and 3 (the run-time
+    /// `c`), with buckets repeated inside 16-column groups.
     #[test]
     fn direct_scatter_matches_a_column_order_loop() {
         const SIGN: u32 = SIGN_BIT;
