@@ -6,9 +6,7 @@
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::lanes::{gather_lanes, lane_rows, Lanes, LBLOCK};
-#[cfg(doc)]
-use crate::mask::streams_dense_masks;
-use crate::mask::{gather_rows, group, Lines, Mask, GATHER_ROWS};
+use crate::mask::{dense, gather_rows, group, Lines, Mask, GATHER_ROWS};
 use crate::projection::Projection;
 use crate::simd::LANES;
 use crate::sjlt::Sjlt;
@@ -77,8 +75,8 @@ impl Projection for Grass {
         batch: usize,
         out: &mut [A],
     ) -> Result<()> {
-        let lines = Lines::for_mask(self.mask.indices(), self.in_dim(), std::mem::size_of::<T>());
-        self.project_lines(x, batch, out, lines)
+        let fill = Fill::for_mask(self.mask.indices(), self.in_dim(), std::mem::size_of::<T>());
+        self.project_fill(x, batch, out, fill)
     }
 
     /// The adjoint `Maskᵀ · SJLTᵀ`.
@@ -90,23 +88,49 @@ impl Projection for Grass {
     }
 }
 
+/// How GraSS gathers a lane group's masked columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fill {
+    /// [`GATHER_ROWS`] rows at a time in memory order into a block, bringing the lines in as
+    /// the [`Lines`] say, then transposed in L1 ([`fill_block`]).
+    Block(Lines),
+    /// The 16 lanes' rows column by column, straight into the transposed layout.
+    Lanes,
+}
+
+impl Fill {
+    /// A streamed block where [`Lines::for_mask`] streams (dense masks on AMD); the column gather
+    /// for the other dense masks; a touched-line block for sparse ones. Measured (`floor` bench,
+    /// medians of 7–9 alternating runs): on an AMD VM the 16 column streams of [`Fill::Lanes`]
+    /// were followed worse than four streamed rows (session 7); on an Intel Xeon (family 6 model
+    /// 207, session 9), 2¹⁷ → 8192 → 2048 (64 % of the lines) took 0.72 ms by columns, 0.83 ms
+    /// by touched-line blocks and 1.03 ms streamed, and 2²³ → 8192 → 2048 (1.6 % of the lines,
+    /// L3-resident) 2.4 ms by columns and 1.96 ms by touched-line blocks (equal, ~5 ms, with the
+    /// lines evicted).
+    fn for_mask(idx: &[usize], p: usize, elem: usize) -> Self {
+        match Lines::for_mask(idx, p, elem) {
+            Lines::Stream => Self::Block(Lines::Stream),
+            Lines::Touched if dense(idx, p, elem) => Self::Lanes,
+            Lines::Touched => Self::Block(Lines::Touched),
+        }
+    }
+}
+
 impl Grass {
-    /// [`Projection::project_batch`] with the lines brought in as `lines` says: a streamed block
-    /// gather ([`fill_streamed`]) for [`Lines::Stream`], else 16 lanes' columns gathered directly.
-    fn project_lines<T: Load<A>, A: Accum>(
+    /// [`Projection::project_batch`] with each lane group's columns gathered as `fill` says.
+    fn project_fill<T: Load<A>, A: Accum>(
         &self,
         x: &[T],
         batch: usize,
         out: &mut [A],
-        lines: Lines,
+        fill: Fill,
     ) -> Result<()> {
         let (p, idx) = (self.in_dim(), self.mask.indices());
         let fill = |b0, rows, j0, xt: &mut [Lanes<A>]| {
             let sel = &idx[j0..j0 + xt.len()];
-            if lines == Lines::Stream {
-                fill_streamed(&x[b0 * p..(b0 + rows) * p], p, sel, xt);
-            } else {
-                gather_lanes(&lane_rows(x, p, b0, rows), sel.iter().copied(), xt);
+            match fill {
+                Fill::Block(lines) => fill_block(&x[b0 * p..(b0 + rows) * p], p, sel, xt, lines),
+                Fill::Lanes => gather_lanes(&lane_rows(x, p, b0, rows), sel.iter().copied(), xt),
             }
         };
         let row = |b, j0, vals: &mut [A]| {
@@ -120,13 +144,16 @@ impl Grass {
     }
 }
 
-/// `xt[m][l] = x[l][sel[m]]` for the (at most [`LANES`]) rows of `x` (the other lanes zero), for a
-/// dense mask: the rows are gathered [`GATHER_ROWS`] at a time in memory order with every line
-/// streamed in ([`Lines::Stream`], as MASK does), into a row-major block that is then transposed
-/// in L1. Gathering the 16 lanes' rows column by column instead keeps 16 sparse streams in flight,
-/// which an AMD VM's prefetchers followed worse (on an Intel Xeon the column gather was faster:
-/// GraSS 2¹⁷ → 8192 → 2048 in 0.74 ms vs 1.01 ms streamed, see [`streams_dense_masks`]).
-fn fill_streamed<T: Load<A>, A: Accum>(x: &[T], p: usize, sel: &[usize], xt: &mut [Lanes<A>]) {
+/// `xt[m][l] = x[l][sel[m]]` for the (at most [`LANES`]) rows of `x` (the other lanes zero): the
+/// rows are gathered [`GATHER_ROWS`] at a time in memory order, bringing the lines in as `lines`
+/// says (as MASK does), into a row-major block that is then transposed in L1.
+fn fill_block<T: Load<A>, A: Accum>(
+    x: &[T],
+    p: usize,
+    sel: &[usize],
+    xt: &mut [Lanes<A>],
+    lines: Lines,
+) {
     let (rows, n) = (x.len() / p, sel.len());
     assert!(rows <= LANES && n <= LBLOCK && xt.len() == n);
     let mut block = [A::ZERO; LANES * LBLOCK];
@@ -140,7 +167,7 @@ fn fill_streamed<T: Load<A>, A: Accum>(x: &[T], p: usize, sel: &[usize], xt: &mu
                 sel,
                 &mut block[g * GATHER_ROWS * LBLOCK..],
                 LBLOCK,
-                Lines::Stream,
+                lines,
                 after,
             );
         }
@@ -156,8 +183,8 @@ fn fill_streamed<T: Load<A>, A: Accum>(x: &[T], p: usize, sel: &[usize], xt: &mu
 mod tests {
     use super::*;
 
-    /// Every lane group (streamed block gathers and column gathers, each for dense and sparse
-    /// masks) gives the bits of projecting each sample alone (the scalar path), for batches that
+    /// Every lane group (streamed and touched-line block gathers and column gathers, each for
+    /// dense and sparse masks) gives the bits of projecting each sample alone (the scalar path), for batches that
     /// fill lane groups partly and wholly, in f32 and f64.
     #[test]
     fn lane_groups_match_one_sample_at_a_time() {
@@ -170,15 +197,19 @@ mod tests {
             for batch in [3usize, 5, 16, 17, 40] {
                 let x: Vec<f64> = (0..batch * p).map(|i| (i as f64 * 0.37).sin()).collect();
                 let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-                for lines in [Lines::Stream, Lines::Touched] {
+                for fill in [
+                    Fill::Block(Lines::Stream),
+                    Fill::Block(Lines::Touched),
+                    Fill::Lanes,
+                ] {
                     let (mut out, mut out32) = (vec![0.0; batch * k], vec![0f32; batch * k]);
-                    g.project_lines(&x, batch, &mut out, lines).unwrap();
-                    g.project_lines(&x32, batch, &mut out32, lines).unwrap();
+                    g.project_fill(&x, batch, &mut out, fill).unwrap();
+                    g.project_fill(&x32, batch, &mut out32, fill).unwrap();
                     for b in 0..batch {
                         let (mut one, mut one32) = (vec![0.0; k], vec![0f32; k]);
                         g.project(&x[b * p..(b + 1) * p], 1, &mut one).unwrap();
                         g.project(&x32[b * p..(b + 1) * p], 1, &mut one32).unwrap();
-                        let at = format!("p {p} k' {kp} batch {batch} {lines:?}");
+                        let at = format!("p {p} k' {kp} batch {batch} {fill:?}");
                         assert_eq!(out[b * k..(b + 1) * k], one[..], "f64 {at}");
                         assert_eq!(out32[b * k..(b + 1) * k], one32[..], "f32 {at}");
                     }
