@@ -133,6 +133,10 @@ fn touch_lines_ahead(x: &[f32], p: usize, lines: &[usize], ahead: usize) -> f32 
     acc.iter().sum()
 }
 
+/// A pass over the touched lines of `(x, p, lines, ahead)` ([`touch_lines_stream`] or
+/// [`touch_lines_ahead`]).
+type LinePass = fn(&[f32], usize, &[usize], usize) -> f32;
+
 /// Asks for the cache line holding `v`.
 fn prefetch(v: &f32) {
     #[cfg(target_arch = "x86_64")]
@@ -216,25 +220,19 @@ fn case(name: &str, p: usize, k: usize, reps: usize) {
             black_box(split(&x, p, threads, |part| touch_lines(part, p, &every)));
         });
         println!("  {threads} thread(s)  every line {}", cell(&all, base));
-        for ahead in [4usize, 16, 64] {
+        let variants: [(&str, usize, LinePass); 5] = [
+            ("stream", 4, touch_lines_stream),
+            ("stream", 16, touch_lines_stream),
+            ("stream", 64, touch_lines_stream),
+            ("ahead", 8, touch_lines_ahead),
+            ("ahead", 32, touch_lines_ahead),
+        ];
+        for (name, ahead, pass) in variants {
             let st = time(reps, || {
-                black_box(split(&x, p, threads, |part| {
-                    touch_lines_stream(part, p, &lines, ahead)
-                }));
+                black_box(split(&x, p, threads, |part| pass(part, p, &lines, ahead)));
             });
             println!(
-                "  {threads} thread(s)  lines+stream({ahead}) {}",
-                cell(&st, base)
-            );
-        }
-        for ahead in [8usize, 32] {
-            let st = time(reps, || {
-                black_box(split(&x, p, threads, |part| {
-                    touch_lines_ahead(part, p, &lines, ahead)
-                }));
-            });
-            println!(
-                "  {threads} thread(s)  lines+ahead({ahead}) {}",
+                "  {threads} thread(s)  lines+{name}({ahead}) {}",
                 cell(&st, base)
             );
         }
@@ -352,40 +350,26 @@ fn outer_only(reps: usize) {
     );
 }
 
-/// `--grass17`: GraSS 2¹⁷ → 8192 → 2048 of the 64 × 2¹⁷ input (a dense mask: 64 % of the
-/// lines) on the default threads, median [min–max] ms and × the read floor.
-fn grass17() {
-    let p = 1 << 17;
+/// `--grass17` / `--grass23`: GraSS 2^`log_p` → 8192 → 2048 of the 64 × 2^`log_p` input (at 2¹⁷ a
+/// dense mask, 64 % of the lines; at 2²³ 1.6 %) on the default threads, median [min–max] ms of
+/// `reps` and × the read floor (`sum_reps` passes); at 2²³ also *cold* (see the module docs).
+fn grass_at(log_p: u32, sum_reps: usize, reps: usize) {
+    let p = 1 << log_p;
     let x = input(B * p, 1021);
     let g = Grass::new(p, 2048, 8192, 1, 0).unwrap();
     let mut out = vec![0f32; B * 2048];
     let threads = grass_core::parallel::get_num_threads();
-    let sum = time(21, || {
+    let sum = time(sum_reps, || {
         black_box(split(&x, p, threads, floor_sum));
     });
-    let t = time(21, || g.project(&x, B, &mut out).unwrap());
+    let t = time(reps, || g.project(&x, B, &mut out).unwrap());
     println!(
-        "GraSS 2^17 -> 8192 -> 2048: {}",
+        "GraSS 2^{log_p} -> 8192 -> 2048: {}",
         cell(&t, sum[sum.len() / 2])
     );
-}
-
-/// `--grass23`: GraSS 2²³ → 8192 → 2048 of the 64 × 2²³ input (1.6 % of the lines) on the
-/// default threads, median [min–max] ms and × the read floor (for A/B runs of the sparse gather).
-fn grass23() {
-    let p = 1 << 23;
-    let x = input(B * p, 1021);
-    let g = Grass::new(p, 2048, 8192, 1, 0).unwrap();
-    let mut out = vec![0f32; B * 2048];
-    let threads = grass_core::parallel::get_num_threads();
-    let sum = time(5, || {
-        black_box(split(&x, p, threads, floor_sum));
-    });
-    let t = time(15, || g.project(&x, B, &mut out).unwrap());
-    println!(
-        "GraSS 2^23 -> 8192 -> 2048: {}",
-        cell(&t, sum[sum.len() / 2])
-    );
+    if log_p < 20 {
+        return;
+    }
     // Cold: the touched lines evicted before each projection (a 512 MiB pass between them, not
     // timed), as for a gradient that was not just read; the warm row has them in a large L3.
     let flush = input(1 << 27, 7);
@@ -437,10 +421,10 @@ fn mask_only(k: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--grass23") {
-        return grass23();
+        return grass_at(23, 5, 15);
     }
     if args.iter().any(|a| a == "--grass17") {
-        return grass17();
+        return grass_at(17, 21, 21);
     }
     if args.iter().any(|a| a == "--outer") {
         return outer_only(31);
