@@ -387,13 +387,14 @@ fn grass_at(log_p: u32, sum_reps: usize, reps: usize) {
     };
     let base = sum[sum.len() / 2];
     let t = cold(&mut || g.project(&x, B, &mut out).unwrap());
-    println!("GraSS 2^23 cold: {}", cell(&t, base));
+    println!("GraSS 2^{log_p} cold: {}", cell(&t, base));
     let mut lines: Vec<usize> = g.mask().indices().iter().map(|&j| j / 16).collect();
     lines.dedup();
     for ahead in [0usize, 32] {
         let t = cold(&mut || {
-            black_box(split(&x, p, threads, |part| {
-                touch_lines_ahead(part, p, &lines, ahead)
+            black_box(split(&x, p, threads, |part| match ahead {
+                0 => touch_lines(part, p, &lines),
+                _ => touch_lines_ahead(part, p, &lines, ahead),
             }));
         });
         println!(

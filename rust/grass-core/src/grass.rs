@@ -6,7 +6,7 @@
 use crate::elem::{Accum, Load};
 use crate::error::{invalid, Result};
 use crate::lanes::{gather_lanes, lane_rows, Lanes, LBLOCK};
-use crate::mask::{dense, gather_rows, group, Lines, Mask, GATHER_ROWS};
+use crate::mask::{dense, gather_rows, group, streams_dense_masks, Lines, Mask, GATHER_ROWS};
 use crate::projection::Projection;
 use crate::simd::LANES;
 use crate::sjlt::Sjlt;
@@ -99,7 +99,7 @@ enum Fill {
 }
 
 impl Fill {
-    /// A streamed block where [`Lines::for_mask`] streams (dense masks on AMD); the column gather
+    /// A streamed block for dense masks where the CPU [`streams_dense_masks`] (AMD); the column gather
     /// for the other dense masks; a touched-line block for sparse ones. Measured (`floor` bench,
     /// medians of 7–9 alternating runs): on an AMD VM the 16 column streams of [`Fill::Lanes`]
     /// were followed worse than four streamed rows (session 7); on an Intel Xeon (family 6 model
@@ -108,10 +108,10 @@ impl Fill {
     /// L3-resident) 2.4 ms by columns and 1.96 ms by touched-line blocks (equal, ~5 ms, with the
     /// lines evicted).
     fn for_mask(idx: &[usize], p: usize, elem: usize) -> Self {
-        match Lines::for_mask(idx, p, elem) {
-            Lines::Stream => Self::Block(Lines::Stream),
-            Lines::Touched if dense(idx, p, elem) => Self::Lanes,
-            Lines::Touched => Self::Block(Lines::Touched),
+        match (dense(idx, p, elem), streams_dense_masks()) {
+            (true, true) => Self::Block(Lines::Stream),
+            (true, false) => Self::Lanes,
+            (false, _) => Self::Block(Lines::Touched),
         }
     }
 }
@@ -184,8 +184,8 @@ mod tests {
     use super::*;
 
     /// Every lane group (streamed and touched-line block gathers and column gathers, each for
-    /// dense and sparse masks) gives the bits of projecting each sample alone (the scalar path), for batches that
-    /// fill lane groups partly and wholly, in f32 and f64.
+    /// dense and sparse masks) gives the bits of projecting each sample alone (the scalar path),
+    /// for batches that fill lane groups partly and wholly, in f32 and f64.
     #[test]
     fn lane_groups_match_one_sample_at_a_time() {
         for (p, kp, k) in [
