@@ -181,11 +181,14 @@ pub(crate) struct Panels<'s, A> {
     kernel: Kernel<A>,
     m: usize,
     n: usize,
+    /// Whether column `n − 1` is the constant-one input's (summed apart, not by the kernels).
+    bias: bool,
 }
 
 impl<'s, A: Accum> Panels<'s, A> {
-    /// Panels for `chunk` tokens of an `(m, n)` block; the padding is zero and never written,
-    /// and when `bias` the last column of `bp` (`n − 1`) is set to one in every row.
+    /// Panels for `chunk` tokens of an `(m, n)` block; the padding is zero and never written.
+    /// When `bias`, column `n − 1` of the block is the constant-one input's: [`Panels::accumulate`]
+    /// sums `ap` into it, and `bp` holds only the other `n − 1` columns.
     pub(crate) fn new(
         scratch: &'s mut Vec<A>,
         chunk: usize,
@@ -214,11 +217,6 @@ impl<'s, A: Accum> Panels<'s, A> {
         let (ap, rest) = scratch[off..].split_at_mut(a_len);
         let (bp, rest) = rest.split_at_mut(b_len);
         let acc = &mut rest[..mr * nr];
-        if bias {
-            for row in bp.chunks_exact_mut(n_pad) {
-                row[n - 1] = A::from_f32(1.0);
-            }
-        }
         Ok(Self {
             ap,
             m_pad,
@@ -228,6 +226,7 @@ impl<'s, A: Accum> Panels<'s, A> {
             kernel,
             m,
             n,
+            bias,
         })
     }
 
@@ -237,9 +236,34 @@ impl<'s, A: Accum> Panels<'s, A> {
         let (mr, nr, m, n) = (self.kernel.mr, self.kernel.nr, self.m, self.n);
         let (m_pad, n_pad) = (self.m_pad, self.n_pad);
         let acc = &mut *self.acc;
+        // The bias column is the plain sum of `ap` over tokens (`a · 1 + s` rounds as `a + s`,
+        // so these are the kernels' bits), one pass instead of a column tile of its own that
+        // the kernels would fill with `nr − 1` columns of padding.
+        let nk = n - usize::from(self.bias);
+        if self.bias {
+            for i in (0..m).step_by(acc.len()) {
+                let w = acc.len().min(m - i);
+                let s = &mut acc[..w];
+                if first {
+                    s.fill(A::ZERO);
+                } else {
+                    for (r, v) in s.iter_mut().enumerate() {
+                        *v = z[(i + r) * n + nk];
+                    }
+                }
+                for row in self.ap.chunks_exact(m_pad).take(tc) {
+                    for (v, &a) in s.iter_mut().zip(&row[i..i + w]) {
+                        *v += a;
+                    }
+                }
+                for (r, &v) in s.iter().enumerate() {
+                    z[(i + r) * n + nk] = v;
+                }
+            }
+        }
         // Column tiles outer: one column strip of `bp` stays in L1 while the row strips stream.
-        for j in (0..n).step_by(nr) {
-            let nw = nr.min(n - j);
+        for j in (0..nk).step_by(nr) {
+            let nw = nr.min(nk - j);
             let bs = &self.bp[j..(tc - 1) * n_pad + j + nr];
             for i in (0..m).step_by(mr) {
                 let mh = mr.min(m - i);
@@ -456,6 +480,40 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(7));
+    }
+
+    /// The bias column is `Σ_t δ[b, t, r]` summed in token order, bit for bit (it is summed apart
+    /// from the kernels' tiles), for blocks whose other columns fill no, part of or whole tiles.
+    #[test]
+    fn the_bias_column_is_the_token_order_sum() {
+        let s = OuterShape {
+            batch: 2,
+            tokens: 300,
+            d_out: 40,
+            d_in: 70,
+        };
+        let mut st = 11u64;
+        let go: Vec<f32> = (0..2 * 300 * 40).map(|_| lcg(&mut st) as f32).collect();
+        let x: Vec<f32> = (0..2 * 300 * 70).map(|_| lcg(&mut st) as f32).collect();
+        let rows: Vec<usize> = (0..40).rev().step_by(3).collect();
+        for k in [0, 5, 32, 64, 70] {
+            let cols: Vec<usize> = (0..k).collect();
+            let n = k + 1;
+            for threads in [1, 3] {
+                let mut z = vec![f32::NAN; 2 * rows.len() * n];
+                masked_outer_split(&go, &x, s, &rows, &cols, true, &mut z, threads).unwrap();
+                for b in 0..2 {
+                    for (m, &r) in rows.iter().enumerate() {
+                        let mut want = 0f32;
+                        for t in 0..300 {
+                            want += go[(b * 300 + t) * 40 + r];
+                        }
+                        let got = z[(b * rows.len() + m) * n + k];
+                        assert_eq!(got.to_bits(), want.to_bits(), "k {k} sample {b} row {m}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
