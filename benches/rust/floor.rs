@@ -302,7 +302,8 @@ fn srht_only(reps: usize) {
 }
 
 /// `--outer`: FactGraSS's masked block on GPT-2-small MLP factors (batch 8 × 512 tokens,
-/// 3072 × 768, 128 × 128 kept) on the default threads, median [min–max] ms.
+/// 3072 × 768, 128 × 128 kept, with and without the bias column) on the default threads, median
+/// [min–max] ms; its floors are × the first.
 fn outer_only(reps: usize) {
     use grass_core::outer::{masked_outer, OuterShape};
     let s = OuterShape {
@@ -316,11 +317,27 @@ fn outer_only(reps: usize) {
     let rows = Mask::new(3072, 128, 1, false).unwrap().indices().to_vec();
     let cols = Mask::new(768, 128, 2, false).unwrap().indices().to_vec();
     let mut z = vec![0f32; 8 * 128 * 129];
-    let t = time(reps, || {
-        masked_outer(&go, &x, s, &rows, &cols, true, &mut z).unwrap();
-    });
-    let (med, lo, hi) = (t[t.len() / 2], t[0], t[t.len() - 1]);
-    println!("masked_outer 8 x 512 x (3072 x 768), 128 x 128 kept: {med:.3} ms [{lo:.3}–{hi:.3}]");
+    // With the bias column appended, then without (FactGraSS's mask over `d_in + 1` columns keeps
+    // the bias one in about 1 layer of 6: 128 / 769).
+    let mut med = 0.0;
+    for bias in [true, false] {
+        let z = &mut z[..8 * 128 * (128 + usize::from(bias))];
+        let t = time(reps, || {
+            masked_outer(&go, &x, s, &rows, &cols, bias, z).unwrap();
+        });
+        let (m, lo, hi) = (t[t.len() / 2], t[0], t[t.len() - 1]);
+        let what = if bias {
+            "+ bias column"
+        } else {
+            "no bias column"
+        };
+        println!(
+            "masked_outer 8 x 512 x (3072 x 768), 128 x 128 kept, {what}: {m:.3} ms [{lo:.3}–{hi:.3}]"
+        );
+        if bias {
+            med = m;
+        }
+    }
     // The memory floor of its gather: one float of each cache line it touches in both factors
     // (four rows at a time), and one float of every line (the whole of both factors).
     let line_list = |idx: &[usize]| {
