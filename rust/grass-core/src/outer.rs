@@ -463,17 +463,27 @@ mod tests {
         case(one, &[0, 1, 2], &[], true, 1);
     }
 
+    /// The shape `(batch, tokens, d_out, d_in)` and seeded `f32` factors `go`, `x` of it.
+    fn factors(
+        [batch, tokens, d_out, d_in]: [usize; 4],
+        seed: u64,
+    ) -> (OuterShape, Vec<f32>, Vec<f32>) {
+        let s = OuterShape {
+            batch,
+            tokens,
+            d_out,
+            d_in,
+        };
+        let mut st = seed;
+        let bt = s.batch * s.tokens;
+        let go = (0..bt * s.d_out).map(|_| lcg(&mut st) as f32).collect();
+        let x = (0..bt * s.d_in).map(|_| lcg(&mut st) as f32).collect();
+        (s, go, x)
+    }
+
     #[test]
     fn thread_count_and_chunking_do_not_change_bits() {
-        let s = OuterShape {
-            batch: 2,
-            tokens: 700,
-            d_out: 64,
-            d_in: 48,
-        };
-        let mut st = 3u64;
-        let go: Vec<f32> = (0..2 * 700 * 64).map(|_| lcg(&mut st) as f32).collect();
-        let x: Vec<f32> = (0..2 * 700 * 48).map(|_| lcg(&mut st) as f32).collect();
+        let (s, go, x) = factors([2, 700, 64, 48], 3);
         let rows: Vec<usize> = (0..64).collect();
         let cols: Vec<usize> = (0..48).rev().collect();
         let run = |threads: usize| {
@@ -490,15 +500,7 @@ mod tests {
     /// from the kernels' tiles), for blocks whose other columns fill no, part of or whole tiles.
     #[test]
     fn the_bias_column_is_the_token_order_sum() {
-        let s = OuterShape {
-            batch: 2,
-            tokens: 300,
-            d_out: 40,
-            d_in: 70,
-        };
-        let mut st = 11u64;
-        let go: Vec<f32> = (0..2 * 300 * 40).map(|_| lcg(&mut st) as f32).collect();
-        let x: Vec<f32> = (0..2 * 300 * 70).map(|_| lcg(&mut st) as f32).collect();
+        let (s, go, x) = factors([2, 300, 40, 70], 11);
         let rows: Vec<usize> = (0..40).rev().step_by(3).collect();
         for k in [0, 5, 32, 64, 70] {
             let cols: Vec<usize> = (0..k).collect();
@@ -525,15 +527,7 @@ mod tests {
     #[test]
     fn a_stale_scratch_buffer_changes_nothing() {
         use crate::micro::Micro;
-        let s = OuterShape {
-            batch: 2,
-            tokens: 150,
-            d_out: 30,
-            d_in: 50,
-        };
-        let mut st = 5u64;
-        let go: Vec<f32> = (0..2 * 150 * 30).map(|_| lcg(&mut st) as f32).collect();
-        let x: Vec<f32> = (0..2 * 150 * 50).map(|_| lcg(&mut st) as f32).collect();
+        let (s, go, x) = factors([2, 150, 30, 50], 5);
         let rows: Vec<usize> = (0..30).step_by(2).collect(); // 15: a partial row tile
         let cols: Vec<usize> = (3..40).collect(); // 37: a partial column tile
         let run = |poison: bool| {
