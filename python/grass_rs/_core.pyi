@@ -81,10 +81,24 @@ def _use_openmp(path: str | None) -> None: ...
 def _openmp_runtime() -> str | None: ...
 def gather_columns(x: Any, idx: list[int], out: Any) -> None: ...
 def masked_outer(
-    go: Any, x: Any, tokens: int, rows: list[int], cols: list[int], bias: bool, out: Any
+    go: Any,
+    x: Any,
+    tokens: int,
+    rows: list[int],
+    cols: list[int],
+    bias: bool,
+    out: Any,
+    sjlt: Projector | None = None,
 ) -> None: ...
 def conv_masked_outer(
-    go: Any, x: Any, geometry: list[int], rows: list[int], cols: list[int], bias: bool, out: Any
+    go: Any,
+    x: Any,
+    geometry: list[int],
+    rows: list[int],
+    cols: list[int],
+    bias: bool,
+    out: Any,
+    sjlt: Projector | None = None,
 ) -> None: ...
 def get_num_threads() -> int: ...
 def hash(key: int, counter: int) -> int: ...

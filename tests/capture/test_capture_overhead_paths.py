@@ -118,3 +118,40 @@ def test_saved_stats_fall_back_when_the_output_is_not_a_layer_norm() -> None:
         )
     finally:
         H.LAYERNORM_STATS = old
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3, 8, 20])
+@pytest.mark.parametrize("bias", [False, True])
+def test_masked_outer_projected_in_the_same_pass_is_bit_identical(
+    batch: int, bias: bool, dtype: torch.dtype
+) -> None:
+    """``project=`` gives the bits of the blocks projected after (whole samples per worker and,
+    for small batches, rows split between workers), and FactGraSS's layer path uses it."""
+    gen = torch.Generator().manual_seed(batch)
+    info = L.LayerInfo("fc", "linear", 96, 50, bias)
+    comp = FactGraSSCompressor(info, 64, 16, 2, 5)
+    go = torch.randn(batch, 130, 96, generator=gen, dtype=dtype)
+    x = torch.randn(batch, 130, 50, generator=gen, dtype=dtype)
+    rows, cols = comp.mask_out.indices, comp._cols
+    block = K.masked_outer(info, go, x, rows, cols, comp._bias_col, dtype)
+    want = comp.sjlt.project(block)
+    got = K.masked_outer(info, go, x, rows, cols, comp._bias_col, dtype, project=comp.sjlt)
+    assert got.dtype == want.dtype == dtype
+    assert torch.equal(got, want)
+    assert torch.equal(comp.compress_factors(go, x), want)
+    # The torch path (autograd inputs) projects its blocks the same way.
+    slow = K.masked_outer(info, go.requires_grad_(), x, rows, cols, comp._bias_col, dtype, project=comp.sjlt)
+    torch.testing.assert_close(slow.detach(), want)
+
+
+def test_masked_outer_rejects_a_projection_that_does_not_fit() -> None:
+    go, x = torch.zeros(2 * 3, 4), torch.zeros(2 * 3, 5)
+    out = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match="sjlt"):  # the block is 2 · (2 + 1)
+        grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, out, grass_rs.SJLT(5, 8)._core)
+    with pytest.raises(TypeError, match="sjlt"):
+        grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, out, grass_rs.Mask(8, 6)._core)
+    with pytest.raises(ValueError, match="`out`"):
+        grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, torch.zeros(2, 7), grass_rs.SJLT(6, 8)._core)
+    grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, out, grass_rs.SJLT(6, 8)._core)

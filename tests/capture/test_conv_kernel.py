@@ -189,3 +189,16 @@ def test_core_rejects_bad_arguments() -> None:
         _core.conv_masked_outer(go, x[:, :8].contiguous(), geo, [0], [0], True, out)
     with pytest.raises(TypeError):
         _core.conv_masked_outer(go.double(), x, geo, [0], [0], True, out)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_projected_in_the_same_pass_is_the_blocks_projected(bias: bool) -> None:
+    _, info, x, go = build("3x3-pad1", seed=2)
+    geo = info.conv
+    rows, cols = [0, 2, 3], [1, 4, 5, 9]
+    pad = (*geo.pad[2:], *geo.pad[:2])
+    sjlt = grass_rs.SJLT(len(rows) * (len(cols) + bias), 8, c=2, seed=4)
+    block = K.conv_masked_outer(info, go, x, rows, cols, bias, pad)
+    got = K.conv_masked_outer(info, go, x, rows, cols, bias, pad, sjlt)
+    assert block is not None and got is not None
+    assert torch.equal(got, sjlt.project(block))

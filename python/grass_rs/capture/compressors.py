@@ -262,8 +262,7 @@ class FactGraSSCompressor(LayerCompressor):
         cols = self._cache.get("cols", self._cols, go.device)
         if self._lists is None:  # the index lists the CPU kernel takes, converted once
             self._lists = (self.mask_out.indices.tolist(), self._cols.tolist())
-        block = K.masked_outer(self.layer, go, x, rows, cols, self._bias_col, dt, self._lists)
-        return apply_projector(self.sjlt, block)
+        return K.masked_outer(self.layer, go, x, rows, cols, self._bias_col, dt, self._lists, self.sjlt)
 
     def _hashed_embedding(self, go: Tensor, ids: Tensor, rows: Tensor, dt: torch.dtype) -> Tensor:
         """``Σ_t δ_t[rows] ⊗ sign(id_t) e_bucket(id_t)``: ``(B, T, d), (B, T)`` → ``(B, s_out · s_in)``."""
@@ -294,17 +293,17 @@ class FactGraSSCompressor(LayerCompressor):
             x = layer_input.unsqueeze(2) if geo.spatial == 1 else layer_input
             p = geo.pad  # F.pad order: (left, right[, top, bottom])
             pad = (0, 0, p[0], p[1]) if geo.spatial == 1 else (p[2], p[3], p[0], p[1])
-            block = K.conv_masked_outer(self.layer, grad_output, x, *self._conv_lists, pad)
-            if block is not None:
-                return apply_projector(self.sjlt, block)
+            y = K.conv_masked_outer(self.layer, grad_output, x, *self._conv_lists, pad, self.sjlt)
+            if y is not None:
+                return y
         return super().compress_factors(grad_output, layer_input)
 
     def _conv(self, go: Tensor, x_pad: Tensor) -> Tensor:
         """Gathers only the kept im2col columns from the padded input, then the masked outer products."""
         if self._conv_lists is not None:
-            block = K.conv_masked_outer(self.layer, go.transpose(1, 2), x_pad, *self._conv_lists)
-            if block is not None:
-                return apply_projector(self.sjlt, block)
+            y = K.conv_masked_outer(self.layer, go.transpose(1, 2), x_pad, *self._conv_lists, project=self.sjlt)
+            if y is not None:
+                return y
         rows = self._cache.get("out", self.mask_out.indices, go.device)
         key = (int(x_pad.shape[2]), int(x_pad.shape[3]), x_pad.device)
         if key not in self._patch_index:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import _core
+from ..projection.projectors import SJLT, apply_projector
 from .layers import LayerInfo, conv_out_size
 
 __all__ = [
@@ -76,6 +77,7 @@ def masked_outer(
     bias_col: bool,
     dtype: torch.dtype,
     lists: tuple[list[int], list[int]] | None = None,
+    project: SJLT | None = None,
 ) -> Tensor:
     """The block ``G[rows][:, cols (+ bias column)]`` of each sample's gradient, from the factors.
 
@@ -94,16 +96,20 @@ def masked_outer(
         bias_col: append the bias column.
         dtype: compute dtype.
         lists: ``(rows.tolist(), cols.tolist())`` cached by the caller (saves two conversions per call).
+        project: an SJLT from the block size: return ``project`` of the blocks instead, computed in
+            the same pass on CPU (each block projected by the worker that summed it, while it is
+            in that core's cache; the same bits as projecting the blocks after).
 
     Returns:
-        ``(batch, s_out · (s_in + bias_col))``, row-major.
+        ``(batch, s_out · (s_in + bias_col))``, row-major; with ``project``, ``(batch, k)``.
     """
     if info.kind != "embedding" and _fused_ok(go, x, dtype):
         if go.dtype != x.dtype:
             go, x = go.to(dtype), x.to(dtype)
         batch, tokens = go.shape[0], go.shape[1]
         row_list, col_list = lists if lists is not None else (rows.tolist(), cols.tolist())
-        out = torch.empty(batch, rows.numel() * (cols.numel() + int(bias_col)), dtype=dtype)
+        width = rows.numel() * (cols.numel() + int(bias_col)) if project is None else project.out_dim
+        out = torch.empty(batch, width, dtype=dtype)
         _core.masked_outer(
             go.reshape(batch * tokens, -1).contiguous(),
             x.reshape(batch * tokens, -1).contiguous(),
@@ -112,6 +118,7 @@ def masked_outer(
             col_list,
             bias_col,
             out,
+            None if project is None else project._core,
         )
         return out
     a = gather_columns(go, rows).to(dtype)
@@ -119,7 +126,8 @@ def masked_outer(
     z = torch.bmm(a.transpose(1, 2), b)
     if bias_col:
         z = torch.cat([z, a.sum(1).unsqueeze(-1)], dim=2)
-    return z.reshape(go.shape[0], -1)
+    z = z.reshape(go.shape[0], -1)
+    return z if project is None else apply_projector(project, z)
 
 
 def input_project(info: LayerInfo, x: Tensor, p_in: Tensor) -> Tensor:
@@ -204,6 +212,7 @@ def conv_masked_outer(
     cols: list[int],
     bias_col: bool,
     pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+    project: SJLT | None = None,
 ) -> Tensor | None:
     """FactGraSS's masked block of a convolution from its channel-first factors, one fused Rust
     call (CPU).
@@ -220,10 +229,12 @@ def conv_masked_outer(
         rows: kept output channels; cols: kept im2col columns ``(c · kh + ky) · kw + kx``.
         bias_col: append the bias column (``Σ_pos δ[rows]``).
         pad: zero padding ``(top, bottom, left, right)``.
+        project: an SJLT from the block size: return ``project`` of the blocks, computed in the
+            same pass (as :func:`masked_outer`).
 
     Returns:
         ``(batch, len(rows) · (len(cols) + bias_col))`` (float64 if either factor is float64, else
-        float32), or ``None`` when the fused kernel does not apply (not CPU, autograd, a dtype it
+        float32; ``(batch, k)`` with ``project``), or ``None`` when the fused kernel does not apply (not CPU, autograd, a dtype it
         does not read, or factors whose shapes do not match: the caller's general path reports it).
     """
     geo = info.conv
@@ -245,7 +256,8 @@ def conv_masked_outer(
     dtype = torch.float64 if torch.float64 in (go.dtype, x.dtype) else torch.float32
     if go.dtype != x.dtype:
         go, x = go.to(dtype), x.to(dtype)
-    out = torch.empty(batch, len(rows) * (len(cols) + int(bias_col)), dtype=dtype)
+    width = len(rows) * (len(cols) + int(bias_col)) if project is None else project.out_dim
+    out = torch.empty(batch, width, dtype=dtype)
     geometry = [batch, c_in, h, w, info.d_out, h_out, w_out, kh, kw, sh, sw, dh, dw, pad[0], pad[2]]
     fused(
         go.reshape(batch * info.d_out, positions).contiguous(),
@@ -255,5 +267,6 @@ def conv_masked_outer(
         cols,
         bias_col,
         out,
+        None if project is None else project._core,
     )
     return out

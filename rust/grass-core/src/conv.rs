@@ -14,8 +14,9 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
-use crate::outer::{for_each_block, Panels};
+use crate::outer::{for_each_block, Panels, Sink};
 use crate::parallel;
+use crate::sjlt::Sjlt;
 use std::ops::Range;
 
 /// Output positions gathered per chunk (as [`crate::outer`]'s token chunks).
@@ -69,7 +70,7 @@ impl ConvShape {
 /// # Errors
 /// `Shape` when a buffer's length does not match; `InvalidArgument` for an out-of-range index or
 /// a zero kernel size, stride or dilation.
-pub fn conv_masked_outer<T: Load<A>, A: Accum>(
+pub fn conv_masked_outer<T: Load<A>, A: Accum + Load<A>>(
     go: &[T],
     x: &[T],
     shape: ConvShape,
@@ -78,16 +79,30 @@ pub fn conv_masked_outer<T: Load<A>, A: Accum>(
     bias: bool,
     out: &mut [A],
 ) -> Result<()> {
-    conv_masked_outer_split(
-        go,
-        x,
-        shape,
-        rows,
-        cols,
-        bias,
-        out,
-        parallel::get_num_threads(),
-    )
+    let threads = parallel::get_num_threads();
+    conv_masked_outer_split(go, x, shape, rows, cols, bias, Sink::Blocks(out), threads)
+}
+
+/// [`conv_masked_outer`] projected by `sjlt` in the same pass, `out` `(batch, k)`: bit-identical
+/// to the blocks followed by `sjlt.project_batch` (see [`crate::outer::masked_outer_projected`]).
+///
+/// # Errors
+/// As [`conv_masked_outer`]; `InvalidArgument` naming `sjlt` when its `in_dim` is not the block
+/// size; `Shape` when `out` is not `(batch, k)`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_masked_outer_projected<T: Load<A>, A: Accum + Load<A>>(
+    go: &[T],
+    x: &[T],
+    shape: ConvShape,
+    rows: &[usize],
+    cols: &[usize],
+    bias: bool,
+    sjlt: &Sjlt,
+    out: &mut [A],
+) -> Result<()> {
+    let threads = parallel::get_num_threads();
+    let sink = Sink::Projected { sjlt, y: out };
+    conv_masked_outer_split(go, x, shape, rows, cols, bias, sink, threads)
 }
 
 /// One im2col column: `x[b]`'s channel offset, the row / column offsets of its tap, and its flat
@@ -102,14 +117,14 @@ struct Tap {
 
 /// [`conv_masked_outer`] with the work split for `threads` workers (the result does not depend on it).
 #[allow(clippy::too_many_arguments)]
-fn conv_masked_outer_split<T: Load<A>, A: Accum>(
+fn conv_masked_outer_split<T: Load<A>, A: Accum + Load<A>>(
     go: &[T],
     x: &[T],
     shape: ConvShape,
     rows: &[usize],
     cols: &[usize],
     bias: bool,
-    out: &mut [A],
+    sink: Sink<'_, A>,
     threads: usize,
 ) -> Result<()> {
     let s = shape;
@@ -131,7 +146,7 @@ fn conv_masked_outer_split<T: Load<A>, A: Accum>(
     check_len("go", go.len(), bc_out, positions)?;
     check_len("x", x.len(), bc_in, plane)?;
     let n = cols.len() + usize::from(bias);
-    check_len("out", out.len(), s.batch, rows.len().saturating_mul(n))?;
+    sink.check(s.batch, rows.len(), n)?;
     if let Some(&bad) = rows.iter().find(|&&i| i >= s.c_out) {
         return Err(invalid(
             "rows",
@@ -152,7 +167,7 @@ fn conv_masked_outer_split<T: Load<A>, A: Accum>(
         .batch
         .saturating_mul(positions)
         .saturating_mul(rows.len() + cols.len())
-        .saturating_add(out.len());
+        .saturating_add(s.batch.saturating_mul(rows.len()).saturating_mul(n));
     let job = Job {
         go,
         x,
@@ -167,7 +182,7 @@ fn conv_masked_outer_split<T: Load<A>, A: Accum>(
         stop: Stop::current(),
     };
     for_each_block(
-        out,
+        sink,
         s.batch,
         rows.len(),
         n,
@@ -390,7 +405,8 @@ mod tests {
         let n = cols.len() + usize::from(bias);
         for threads in [1, 2, 5] {
             let mut z = vec![f64::NAN; s.batch * rows.len() * n];
-            conv_masked_outer_split(&go, &x, s, rows, cols, bias, &mut z, threads).unwrap();
+            conv_masked_outer_split(&go, &x, s, rows, cols, bias, Sink::Blocks(&mut z), threads)
+                .unwrap();
             for (g, w) in z.iter().zip(&want) {
                 assert!(
                     (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
@@ -484,7 +500,17 @@ mod tests {
         let cols: Vec<usize> = (0..144).step_by(4).collect();
         let run = |threads: usize| {
             let mut z = vec![0f32; 2 * 64 * 37];
-            conv_masked_outer_split(&go, &x, s, &rows, &cols, true, &mut z, threads).unwrap();
+            conv_masked_outer_split(
+                &go,
+                &x,
+                s,
+                &rows,
+                &cols,
+                true,
+                Sink::Blocks(&mut z),
+                threads,
+            )
+            .unwrap();
             z
         };
         let one = run(1);
@@ -507,7 +533,7 @@ mod tests {
                 &[0, 1, 2, 3],
                 &[0, 5, 9, 17, 2],
                 false,
-                &mut z,
+                Sink::Blocks(&mut z),
                 2,
             )
         });

@@ -28,8 +28,10 @@ pub struct Kernel<A> {
 pub trait Micro: Scalar {
     /// The widest kernel this CPU runs.
     fn kernel() -> Kernel<Self>;
-    /// Runs `f` on this thread's scratch buffer (kept for the thread's lifetime).
-    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+    /// Runs `f` on this thread's two scratch buffers (kept for the thread's lifetime): the
+    /// first holds a masked outer product's gather panels, the second a block on its way to
+    /// a projection.
+    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
 }
 
 /// Checks that `a` / `b` hold `tc` rows of strides `lda` / `ldb` and widths `mr` / `nr`.
@@ -165,13 +167,18 @@ simd_tile!(
 macro_rules! impl_micro {
     ($t:ty, $avx512:ident, $lanes512:expr, $avx2:ident, $lanes2:expr) => {
         impl Micro for $t {
-            fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+            fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R {
                 thread_local! {
-                    static SCRATCH: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                    static SCRATCH: std::cell::RefCell<(Vec<$t>, Vec<$t>)> =
+                        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
                 }
                 SCRATCH.with(|s| match s.try_borrow_mut() {
-                    Ok(mut v) => f(&mut v),
-                    Err(_) => f(&mut Vec::new()), // re-entered (a nested call): a fresh buffer
+                    Ok(mut v) => {
+                        let (a, b) = &mut *v;
+                        f(a, b)
+                    }
+                    // Re-entered (a nested call): fresh buffers.
+                    Err(_) => f(&mut Vec::new(), &mut Vec::new()),
                 })
             }
 

@@ -16,9 +16,12 @@ use crate::alloc;
 use crate::cancel::Stop;
 use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
+use crate::lanes::project_one;
 use crate::mask::{gather_rows, group, Lines, GATHER_ROWS};
 use crate::micro::Kernel;
 use crate::parallel;
+use crate::projection::Projection;
+use crate::sjlt::Sjlt;
 
 /// Tokens gathered per chunk (the two panels of a 128 + 128-column block are ~150 KiB in `f32`,
 /// L2-resident).
@@ -48,7 +51,7 @@ pub struct OuterShape {
 ///
 /// # Errors
 /// `Shape` when a buffer's length does not match; `InvalidArgument` when an index is out of range.
-pub fn masked_outer<T: Load<A>, A: Accum>(
+pub fn masked_outer<T: Load<A>, A: Accum + Load<A>>(
     go: &[T],
     x: &[T],
     shape: OuterShape,
@@ -57,27 +60,79 @@ pub fn masked_outer<T: Load<A>, A: Accum>(
     bias: bool,
     out: &mut [A],
 ) -> Result<()> {
-    masked_outer_split(
-        go,
-        x,
-        shape,
-        rows,
-        cols,
-        bias,
-        out,
-        parallel::get_num_threads(),
-    )
+    let threads = parallel::get_num_threads();
+    masked_outer_split(go, x, shape, rows, cols, bias, Sink::Blocks(out), threads)
 }
 
-/// [`masked_outer`] with the work split for `threads` workers (the result does not depend on it).
-fn masked_outer_split<T: Load<A>, A: Accum>(
+/// FactGraSS from the factors in one pass: `out[b] = sjlt(` [`masked_outer`]`[b])`, `(batch, k)`.
+///
+/// Bit-identical to [`masked_outer`] followed by `sjlt.project_batch`, but the blocks are never
+/// stored: each sample's block is projected by the worker that summed it, while it is still in
+/// that core's cache (with fewer samples than twice the thread count the block rows are split
+/// between workers, and the blocks are stored and projected after).
+///
+/// # Errors
+/// As [`masked_outer`]; `InvalidArgument` naming `sjlt` when its `in_dim` is not
+/// `len(rows) · (len(cols) + bias)`; `Shape` when `out` is not `(batch, k)`.
+#[allow(clippy::too_many_arguments)]
+pub fn masked_outer_projected<T: Load<A>, A: Accum + Load<A>>(
     go: &[T],
     x: &[T],
     shape: OuterShape,
     rows: &[usize],
     cols: &[usize],
     bias: bool,
+    sjlt: &Sjlt,
     out: &mut [A],
+) -> Result<()> {
+    let threads = parallel::get_num_threads();
+    let sink = Sink::Projected { sjlt, y: out };
+    masked_outer_split(go, x, shape, rows, cols, bias, sink, threads)
+}
+
+/// Where the blocks of a masked outer product go.
+pub(crate) enum Sink<'a, A> {
+    /// The blocks themselves: `(batch, m · n)` row-major.
+    Blocks(&'a mut [A]),
+    /// Each sample's block projected by `sjlt` (`in_dim = m · n`): `y` is `(batch, k)`.
+    Projected { sjlt: &'a Sjlt, y: &'a mut [A] },
+}
+
+impl<A> Sink<'_, A> {
+    /// Checks the sink's buffer (and projection) against `batch` blocks of `m · n` values.
+    ///
+    /// # Errors
+    /// `Shape` naming `out` (the blocks, or the projections); `InvalidArgument` naming `sjlt`.
+    pub(crate) fn check(&self, batch: usize, m: usize, n: usize) -> Result<()> {
+        let size = m.saturating_mul(n);
+        match self {
+            Sink::Blocks(out) => check_len("out", out.len(), batch, size),
+            Sink::Projected { sjlt, y } => {
+                if sjlt.in_dim() != size {
+                    return Err(invalid(
+                        "sjlt",
+                        format!(
+                            "in_dim must be the block size {m} · {n} = {size}, got {}",
+                            sjlt.in_dim()
+                        ),
+                    ));
+                }
+                check_len("out", y.len(), batch, sjlt.out_dim())
+            }
+        }
+    }
+}
+
+/// [`masked_outer`] with the work split for `threads` workers (the result does not depend on it).
+#[allow(clippy::too_many_arguments)]
+fn masked_outer_split<T: Load<A>, A: Accum + Load<A>>(
+    go: &[T],
+    x: &[T],
+    shape: OuterShape,
+    rows: &[usize],
+    cols: &[usize],
+    bias: bool,
+    sink: Sink<'_, A>,
     threads: usize,
 ) -> Result<()> {
     let OuterShape {
@@ -92,7 +147,7 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
     check_len("go", go.len(), bt, d_out)?;
     check_len("x", x.len(), bt, d_in)?;
     let n = cols.len() + usize::from(bias);
-    check_len("out", out.len(), batch, rows.len().saturating_mul(n))?;
+    sink.check(batch, rows.len(), n)?;
     if let Some(&bad) = rows.iter().find(|&&i| i >= d_out) {
         return Err(invalid(
             "rows",
@@ -113,9 +168,9 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
         cols,
         bias,
     };
-    let work = bt.saturating_mul(rows.len() + cols.len()) + out.len();
+    let work = bt.saturating_mul(rows.len() + cols.len()) + batch * rows.len() * n;
     for_each_block(
-        out,
+        sink,
         batch,
         rows.len(),
         n,
@@ -125,15 +180,76 @@ fn masked_outer_split<T: Load<A>, A: Accum>(
     )
 }
 
-/// Runs `f(b, r0, z, scratch)` on every block of `out` (`batch` samples of `(m, n)` row-major):
-/// `z` is sample `b`'s rows `r0 .. r0 + z.len() / n`, `scratch` the worker's own buffer. Blocks
-/// run in parallel unless the call is small (`work` gathered plus written elements) or
-/// `threads == 1`; the cancellation flag is polled before each block.
-pub(crate) fn for_each_block<A: Accum>(
+/// Runs `f(b, r0, z, scratch)` on every block of `batch` samples of `(m, n)` row-major (checked
+/// by [`Sink::check`]): `z` is sample `b`'s rows `r0 .. r0 + z.len() / n`, `scratch` the
+/// worker's own buffer. Blocks run in parallel unless the call is small (`work` gathered plus
+/// written elements) or `threads == 1`; the cancellation flag is polled before each block.
+/// With [`Sink::Projected`] and whole samples per item, `z` is a worker's scratch block that is
+/// projected into `y[b]` right after `f`.
+pub(crate) fn for_each_block<A: Accum + Load<A>>(
+    sink: Sink<'_, A>,
+    batch: usize,
+    m: usize,
+    n: usize,
+    work: usize,
+    threads: usize,
+    f: impl Fn(usize, usize, &mut [A], &mut Vec<A>) -> Result<()> + Sync,
+) -> Result<()> {
+    if batch == 0 {
+        return Ok(());
+    }
+    let groups = row_groups(batch, m, threads);
+    let (sjlt, y) = match sink {
+        Sink::Blocks(out) => return blocks(out, batch, m, n, &groups, work, threads, f),
+        Sink::Projected { sjlt, y } => (sjlt, y),
+    };
+    if groups.len() > 1 {
+        // Rows split between workers (few samples): store the blocks, then project them.
+        let mut out = alloc::vec_of(batch * m * n, A::ZERO, "masked outer-product blocks")?;
+        blocks(&mut out, batch, m, n, &groups, work, threads, f)?;
+        return sjlt.project_batch(&out, batch, y);
+    }
+    let buckets = sjlt.buckets();
+    buckets.prepare()?;
+    let size = m * n;
+    let stop = Stop::current();
+    let run = |b: usize, yb: &mut [A]| {
+        stop.check()?;
+        A::with_scratch(|scratch, z| {
+            if z.len() < size {
+                alloc::resize(z, size, A::ZERO, "masked outer-product block")?;
+            }
+            let z = &mut z[..size];
+            f(b, 0, z, scratch)?;
+            let z = &*z;
+            // `project_one` sums each sample's columns in order, as `project_batch` does.
+            project_one(
+                buckets,
+                size,
+                |j0, v| v.copy_from_slice(&z[j0..][..v.len()]),
+                yb,
+                &stop,
+            )
+        })
+    };
+    let k = sjlt.out_dim();
+    if work < SMALL_WORK || threads == 1 {
+        y.chunks_mut(k)
+            .enumerate()
+            .try_for_each(|(b, yb)| run(b, yb))
+    } else {
+        parallel::try_chunks_mut(y, k, run)
+    }
+}
+
+/// [`for_each_block`] into stored blocks, `out` `(batch, m · n)`, rows split by `groups`.
+#[allow(clippy::too_many_arguments)]
+fn blocks<A: Accum>(
     out: &mut [A],
     batch: usize,
     m: usize,
     n: usize,
+    groups: &[(usize, usize)],
     work: usize,
     threads: usize,
     f: impl Fn(usize, usize, &mut [A], &mut Vec<A>) -> Result<()> + Sync,
@@ -143,7 +259,6 @@ pub(crate) fn for_each_block<A: Accum>(
     }
     // Item `i` is sample `i / groups.len()`'s row group `i % groups.len()`: consecutive parts
     // of `out`, in order.
-    let groups = row_groups(batch, m, threads);
     let mut ends: Vec<usize> = alloc::with_capacity(batch * groups.len(), "work items")?;
     for b in 0..batch {
         ends.extend(groups.iter().map(|&(_, r1)| (b * m + r1) * n));
@@ -152,7 +267,7 @@ pub(crate) fn for_each_block<A: Accum>(
     let run = |i: usize, z: &mut [A]| {
         stop.check()?;
         let (b, (r0, _)) = (i / groups.len(), groups[i % groups.len()]);
-        A::with_scratch(|scratch| f(b, r0, z, scratch))
+        A::with_scratch(|scratch, _| f(b, r0, z, scratch))
     };
     // Small calls run on the calling thread: waking the pool costs tens of microseconds here.
     if work < SMALL_WORK || threads == 1 {
@@ -423,7 +538,17 @@ mod tests {
         let want = reference(&go, &x, s, rows, cols, bias);
         let n = cols.len() + usize::from(bias);
         let mut z64 = vec![f64::NAN; s.batch * rows.len() * n];
-        masked_outer_split(&go, &x, s, rows, cols, bias, &mut z64, threads).unwrap();
+        masked_outer_split(
+            &go,
+            &x,
+            s,
+            rows,
+            cols,
+            bias,
+            Sink::Blocks(&mut z64),
+            threads,
+        )
+        .unwrap();
         for (g, w) in z64.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
         }
@@ -489,7 +614,17 @@ mod tests {
         let cols: Vec<usize> = (0..48).rev().collect();
         let run = |threads: usize| {
             let mut z = vec![0f32; 2 * 64 * 49];
-            masked_outer_split(&go, &x, s, &rows, &cols, true, &mut z, threads).unwrap();
+            masked_outer_split(
+                &go,
+                &x,
+                s,
+                &rows,
+                &cols,
+                true,
+                Sink::Blocks(&mut z),
+                threads,
+            )
+            .unwrap();
             z
         };
         let one = run(1);
@@ -514,7 +649,17 @@ mod tests {
             let n = k + 1;
             for threads in [1, 3] {
                 let mut z = vec![f32::NAN; 2 * rows.len() * n];
-                masked_outer_split(&go, &x, s, &rows, &cols, true, &mut z, threads).unwrap();
+                masked_outer_split(
+                    &go,
+                    &x,
+                    s,
+                    &rows,
+                    &cols,
+                    true,
+                    Sink::Blocks(&mut z),
+                    threads,
+                )
+                .unwrap();
                 for b in 0..2 {
                     for (m, &r) in rows.iter().enumerate() {
                         let mut want = 0f32;
@@ -539,14 +684,14 @@ mod tests {
         let cols: Vec<usize> = (3..40).collect(); // 37: a partial column tile
         let run = |poison: bool| {
             if poison {
-                f32::with_scratch(|b| {
+                f32::with_scratch(|b, _| {
                     b.clear();
                     b.resize(1 << 20, f32::NAN);
                 });
             }
             let mut z = vec![0f32; 2 * 15 * 38];
             // One thread: every block runs on this thread, on the buffer poisoned above.
-            masked_outer_split(&go, &x, s, &rows, &cols, true, &mut z, 1).unwrap();
+            masked_outer_split(&go, &x, s, &rows, &cols, true, Sink::Blocks(&mut z), 1).unwrap();
             z
         };
         let clean = run(false);
@@ -580,5 +725,64 @@ mod tests {
             masked_outer(&go[..5], &x, s, &[0], &[1], true, &mut z),
             Err(crate::Error::Shape { what: "go", .. })
         ));
+    }
+
+    /// The fused projection is the blocks followed by `project_batch`, bit for bit: whole
+    /// samples per worker (projected in the worker) and split rows (stored, then projected),
+    /// any thread count, with and without the bias column, `c = 1` and `c = 3`.
+    #[test]
+    fn the_projected_blocks_are_the_blocks_projected() {
+        for (batch, threads) in [(1, 1), (1, 2), (3, 2), (5, 1), (8, 2), (17, 3), (40, 2)] {
+            for (bias, c) in [(false, 1), (true, 3)] {
+                let (s, go, x) = factors([batch, 70, 40, 30], batch as u64);
+                let rows: Vec<usize> = (0..40).step_by(3).collect(); // 14
+                let cols: Vec<usize> = (1..30).step_by(2).collect(); // 15
+                let n = cols.len() + usize::from(bias);
+                let sjlt = Sjlt::new(rows.len() * n, 64, c, 9).unwrap();
+                let mut z = vec![0f32; batch * rows.len() * n];
+                masked_outer_split(
+                    &go,
+                    &x,
+                    s,
+                    &rows,
+                    &cols,
+                    bias,
+                    Sink::Blocks(&mut z),
+                    threads,
+                )
+                .unwrap();
+                let mut want = vec![0f32; batch * 64];
+                sjlt.project_batch(&z, batch, &mut want).unwrap();
+                let mut y = vec![f32::NAN; batch * 64];
+                let sink = Sink::Projected {
+                    sjlt: &sjlt,
+                    y: &mut y,
+                };
+                masked_outer_split(&go, &x, s, &rows, &cols, bias, sink, threads).unwrap();
+                assert_eq!(
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "batch {batch}, threads {threads}, bias {bias}, c {c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_projection_must_fit_the_blocks() {
+        let (s, go, x) = factors([2, 3, 4, 5], 1);
+        let (rows, cols) = ([0, 2], [1, 3, 4]);
+        let mut y = vec![0f32; 2 * 8];
+        let wrong = Sjlt::new(2 * 3, 8, 1, 0).unwrap(); // the block is 2 · (3 + 1)
+        assert!(matches!(
+            masked_outer_projected(&go, &x, s, &rows, &cols, true, &wrong, &mut y),
+            Err(crate::Error::InvalidArgument { name: "sjlt", .. })
+        ));
+        let sjlt = Sjlt::new(2 * 4, 8, 1, 0).unwrap();
+        assert!(matches!(
+            masked_outer_projected(&go, &x, s, &rows, &cols, true, &sjlt, &mut y[..15]),
+            Err(crate::Error::Shape { what: "out", .. })
+        ));
+        masked_outer_projected(&go, &x, s, &rows, &cols, true, &sjlt, &mut y).unwrap();
     }
 }

@@ -74,6 +74,10 @@ impl Sjlt {
     pub fn entry(&self, j: usize, r: usize) -> u32 {
         self.buckets.entry(j, r)
     }
+    /// The hashed entry table (built lazily by [`Buckets::prepare`]).
+    pub(crate) fn buckets(&self) -> &Buckets {
+        &self.buckets
+    }
     /// All `(bucket, negative)` pairs of column `j`.
     pub fn column(&self, j: usize) -> impl Iterator<Item = (usize, bool)> + '_ {
         self.buckets.column(j)

@@ -2,6 +2,7 @@
 use crate::args::usize_arg;
 use crate::errors::{type_error, value_error};
 use crate::gil::run_detached;
+use crate::projector::PyProjector;
 use crate::tensor::{borrow, disjoint, with_io_types, TensorView};
 use pyo3::prelude::*;
 
@@ -44,8 +45,11 @@ pub fn gather_columns(
 ///
 /// `go` `(batch · tokens, d_out)` and `x` `(batch · tokens, d_in)` are C-contiguous CPU tensors
 /// of one dtype; `out` is `(batch, len(rows) · (len(cols) + bias))`, float32 (float64 for
-/// float64 input).
+/// float64 input). With `sjlt` (an SJLT projector from the block size), `out` is `(batch, k)`:
+/// each block projected in the same pass, bit-identical to projecting the blocks after.
 #[pyfunction]
+#[pyo3(signature = (go, x, tokens, rows, cols, bias, out, sjlt=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn masked_outer(
     py: Python<'_>,
     go: &Bound<'_, PyAny>,
@@ -55,8 +59,10 @@ pub fn masked_outer(
     cols: Vec<usize>,
     bias: bool,
     out: &Bound<'_, PyAny>,
+    sjlt: Option<PyRef<'_, PyProjector>>,
 ) -> PyResult<()> {
     let tokens = usize_arg(tokens, "tokens")?;
+    let sjlt = sjlt.as_deref().map(|p| p.as_sjlt("sjlt")).transpose()?;
     let (gv, xv, ov) = borrow_outer(go, x, out)?;
     if tokens == 0 || gv.rows % tokens != 0 || xv.rows != gv.rows {
         return Err(value_error(format!(
@@ -71,8 +77,9 @@ pub fn masked_outer(
         d_in: xv.cols,
     };
     let (rows, cols) = (&rows, &cols);
-    run_masked_outer!(py, gv, xv, ov, |g, x, o| {
-        grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o)
+    run_masked_outer!(py, gv, xv, ov, |g, x, o| match sjlt {
+        Some(s) => grass_core::outer::masked_outer_projected(g, x, shape, rows, cols, bias, s, o),
+        None => grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o),
     })
 }
 

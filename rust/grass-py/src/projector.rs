@@ -30,6 +30,16 @@ fn build<P: Into<Projector>>(
 /// An int or tensor argument (checked in the body).
 type Arg<'a, 'py> = &'a Bound<'py, PyAny>;
 
+impl PyProjector {
+    /// The SJLT this projector is, or a `TypeError` naming `what`.
+    pub(crate) fn as_sjlt(&self, what: &str) -> PyResult<&Sjlt> {
+        match &self.inner {
+            Projector::Sjlt(s) => Ok(s),
+            _ => Err(type_error(format!("`{what}` must be an SJLT projector"))),
+        }
+    }
+}
+
 #[pymethods]
 impl PyProjector {
     /// SJLT from `in_dim` to `out_dim` with `c` nonzeros per column.
