@@ -270,6 +270,8 @@ impl Projection for Dense {
                                 cols_pad,
                                 rows,
                                 acc_t,
+                                nr,
+                                false,
                             );
                         }
                     }

@@ -8,16 +8,17 @@ pub trait Scalar: Copy + Default + AddAssign + Mul<Output = Self> + 'static {}
 impl Scalar for f32 {}
 impl Scalar for f64 {}
 
-/// `tile(a, lda, b, ldb, tc, acc)` of a [`Kernel`].
-type TileFn<A> = unsafe fn(&[A], usize, &[A], usize, usize, &mut [A]);
+/// `tile(a, lda, b, ldb, tc, acc, ldc, zero)` of a [`Kernel`].
+type TileFn<A> = unsafe fn(&[A], usize, &[A], usize, usize, &mut [A], usize, bool);
 
-/// A register-blocked outer-product kernel: `acc[r][c] += Σ_t a[t·lda + r] · b[t·ldb + c]` for
-/// `t < tc` in token order, `r < mr`, `c < nr`, into a row-major `(mr, nr)` accumulator.
+/// A register-blocked outer-product kernel: `acc[r·ldc + c] += Σ_t a[t·lda + r] · b[t·ldb + c]`
+/// for `t < tc` in token order, `r < mr`, `c < nr`, into an `(mr, nr)` accumulator of row
+/// stride `ldc` (starting from zero instead of `acc`'s values when `zero`).
 pub struct Kernel<A> {
     pub(crate) mr: usize,
     pub(crate) nr: usize,
-    /// `tile(a, lda, b, ldb, tc, acc)`; panics unless `a` / `b` hold `tc` strided rows and
-    /// `acc.len() == mr · nr`.
+    /// `tile(a, lda, b, ldb, tc, acc, ldc, zero)`; panics unless `a` / `b` hold `tc` strided
+    /// rows, `ldc ≥ nr` and `acc` holds `mr` rows of stride `ldc`.
     ///
     /// # Safety
     /// The CPU must have the kernel's target features.
@@ -34,25 +35,50 @@ pub trait Micro: Scalar {
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
 }
 
-/// Checks that `a` / `b` hold `tc` rows of strides `lda` / `ldb` and widths `mr` / `nr`.
-fn check_panels<A>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize, mr: usize, nr: usize) {
+/// Checks that `a` / `b` hold `tc` rows of strides `lda` / `ldb` and widths `mr` / `nr`, and
+/// `acc` `mr` rows of stride `ldc` and width `nr`.
+#[allow(clippy::too_many_arguments)]
+fn check_panels<A>(
+    a: &[A],
+    lda: usize,
+    b: &[A],
+    ldb: usize,
+    tc: usize,
+    acc: &[A],
+    ldc: usize,
+    (mr, nr): (usize, usize),
+) {
     assert!(
         tc > 0
             && lda >= mr
             && ldb >= nr
+            && ldc >= nr
             && a.len() >= (tc - 1) * lda + mr
-            && b.len() >= (tc - 1) * ldb + nr,
+            && b.len() >= (tc - 1) * ldb + nr
+            && acc.len() >= (mr - 1) * ldc + nr,
         "outer-product panels out of bounds"
     );
 }
 
 /// The portable kernel (`4 × 4`, separate multiply and add).
-fn tile_portable<A: Scalar>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize, acc: &mut [A]) {
+#[allow(clippy::too_many_arguments)]
+fn tile_portable<A: Scalar>(
+    a: &[A],
+    lda: usize,
+    b: &[A],
+    ldb: usize,
+    tc: usize,
+    acc: &mut [A],
+    ldc: usize,
+    zero: bool,
+) {
     const M: usize = 4;
-    check_panels(a, lda, b, ldb, tc, M, M);
+    check_panels(a, lda, b, ldb, tc, acc, ldc, (M, M));
     let mut c = [[A::default(); M]; M];
-    for (r, row) in c.iter_mut().enumerate() {
-        row.copy_from_slice(&acc[r * M..][..M]);
+    if !zero {
+        for (r, row) in c.iter_mut().enumerate() {
+            row.copy_from_slice(&acc[r * ldc..][..M]);
+        }
     }
     for t in 0..tc {
         let (at, bt) = (&a[t * lda..][..M], &b[t * ldb..][..M]);
@@ -63,7 +89,7 @@ fn tile_portable<A: Scalar>(a: &[A], lda: usize, b: &[A], ldb: usize, tc: usize,
         }
     }
     for (r, row) in c.iter().enumerate() {
-        acc[r * M..][..M].copy_from_slice(row);
+        acc[r * ldc..][..M].copy_from_slice(row);
     }
 }
 
@@ -73,20 +99,32 @@ macro_rules! simd_tile {
     ($name:ident, $feat:literal, $t:ty, $lanes:expr, $mr:expr, $nv:expr,
      $load:ident, $store:ident, $set1:ident, $fma:ident) => {
         #[target_feature(enable = $feat)]
-        fn $name(a: &[$t], lda: usize, b: &[$t], ldb: usize, tc: usize, acc: &mut [$t]) {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            a: &[$t],
+            lda: usize,
+            b: &[$t],
+            ldb: usize,
+            tc: usize,
+            acc: &mut [$t],
+            ldc: usize,
+            zero: bool,
+        ) {
             use std::arch::x86_64::*;
             const NR: usize = $nv * $lanes;
-            check_panels(a, lda, b, ldb, tc, $mr, NR);
-            assert!(acc.len() == $mr * NR);
+            check_panels(a, lda, b, ldb, tc, acc, ldc, ($mr, NR));
             let (pa, pb, pc) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
-            // SAFETY (all pointer reads / writes): `acc` has `$mr·NR` elements, and for `t < tc`
-            // rows `t·lda .. t·lda + $mr` of `a` and `t·ldb .. t·ldb + NR` of `b` are in bounds
-            // (checked above); unaligned loads / stores are used throughout.
+            // SAFETY (all pointer reads / writes): rows `r·ldc .. r·ldc + NR` of `acc` for
+            // `r < $mr`, and for `t < tc` rows `t·lda .. t·lda + $mr` of `a` and
+            // `t·ldb .. t·ldb + NR` of `b` are in bounds (checked above); unaligned loads /
+            // stores are used throughout.
             unsafe {
                 let mut c = [[$set1(0.0); $nv]; $mr];
-                for r in 0..$mr {
-                    for v in 0..$nv {
-                        c[r][v] = $load(pc.add(r * NR + v * $lanes));
+                if !zero {
+                    for r in 0..$mr {
+                        for v in 0..$nv {
+                            c[r][v] = $load(pc.add(r * ldc + v * $lanes));
+                        }
                     }
                 }
                 for t in 0..tc {
@@ -103,7 +141,7 @@ macro_rules! simd_tile {
                 }
                 for r in 0..$mr {
                     for v in 0..$nv {
-                        $store(pc.add(r * NR + v * $lanes), c[r][v]);
+                        $store(pc.add(r * ldc + v * $lanes), c[r][v]);
                     }
                 }
             }
@@ -237,24 +275,36 @@ mod tests {
     ) {
         let mut st = 11u64;
         for &(mr, nr, tile) in kernels {
-            let (tc, lda, ldb) = (37, mr + 3, nr + 5);
-            let a: Vec<A> = (0..tc * lda).map(|_| from(lcg(&mut st))).collect();
-            let b: Vec<A> = (0..tc * ldb).map(|_| from(lcg(&mut st))).collect();
-            let init: Vec<A> = (0..mr * nr).map(|_| from(lcg(&mut st))).collect();
-            let mut acc = init.clone();
-            // SAFETY: the kernels listed are the ones this CPU supports (checked by the caller).
-            unsafe { tile(&a, lda, &b, ldb, tc, &mut acc) };
-            for r in 0..mr {
-                for c in 0..nr {
-                    let want: f64 = init[r * nr + c].into()
-                        + (0..tc)
-                            .map(|t| a[t * lda + r].into() * b[t * ldb + c].into())
-                            .sum::<f64>();
-                    let got: f64 = acc[r * nr + c].into();
-                    assert!(
-                        (got - want).abs() <= tol,
-                        "{mr}x{nr} [{r}][{c}]: {got} vs {want}"
-                    );
+            // A strided accumulator (`ldc > nr`), accumulated onto or started from zero; the
+            // values between its rows must stay as they are.
+            for (ldc, zero) in [(nr, false), (nr + 7, false), (nr + 7, true)] {
+                let (tc, lda, ldb) = (37, mr + 3, nr + 5);
+                let a: Vec<A> = (0..tc * lda).map(|_| from(lcg(&mut st))).collect();
+                let b: Vec<A> = (0..tc * ldb).map(|_| from(lcg(&mut st))).collect();
+                let init: Vec<A> = (0..mr * ldc).map(|_| from(lcg(&mut st))).collect();
+                let mut acc = init.clone();
+                // SAFETY: the kernels listed are the ones this CPU supports (checked by the caller).
+                unsafe { tile(&a, lda, &b, ldb, tc, &mut acc, ldc, zero) };
+                for r in 0..mr {
+                    for c in 0..ldc {
+                        let (i, got): (usize, f64) = (r * ldc + c, acc[r * ldc + c].into());
+                        if c >= nr {
+                            assert!(
+                                got == init[i].into(),
+                                "{mr}x{nr}: padding [{r}][{c}] changed"
+                            );
+                            continue;
+                        }
+                        let start: f64 = if zero { 0.0 } else { init[i].into() };
+                        let want = start
+                            + (0..tc)
+                                .map(|t| a[t * lda + r].into() * b[t * ldb + c].into())
+                                .sum::<f64>();
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{mr}x{nr} ldc {ldc} zero {zero} [{r}][{c}]: {got} vs {want}"
+                        );
+                    }
                 }
             }
         }

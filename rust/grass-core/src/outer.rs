@@ -388,16 +388,35 @@ impl<'s, A: Accum> Panels<'s, A> {
             for i in (0..m).step_by(mr) {
                 let mh = mr.min(m - i);
                 let a_s = &self.ap[i..(tc - 1) * m_pad + i + mr];
+                if mh == mr && nw == nr {
+                    // A whole tile: the kernel reads and writes its rows of `z` in place.
+                    // SAFETY: `A::kernel()` only returns kernels whose target features this
+                    // CPU has; `a_s` / `bs` hold `tc` rows of strides `m_pad` / `n_pad` (the
+                    // last one `mr` / `nr` wide) and `z` holds rows `i .. i + mr` of stride
+                    // `n ≥ nr` from column `j`, `nr` wide (the kernel checks all three).
+                    unsafe {
+                        (self.kernel.tile)(
+                            a_s,
+                            m_pad,
+                            bs,
+                            n_pad,
+                            tc,
+                            &mut z[i * n + j..],
+                            n,
+                            first,
+                        );
+                    };
+                    continue;
+                }
+                // A partial tile goes through `acc` (the kernels write whole tiles).
                 acc.fill(A::ZERO);
                 if !first {
                     for r in 0..mh {
                         acc[r * nr..][..nw].copy_from_slice(&z[(i + r) * n + j..][..nw]);
                     }
                 }
-                // SAFETY: `A::kernel()` only returns kernels whose target features this CPU
-                // has; `a_s` / `bs` hold `tc` rows of strides `m_pad` / `n_pad` (the last one
-                // `mr` / `nr` wide) and `acc` has `mr · nr` elements.
-                unsafe { (self.kernel.tile)(a_s, m_pad, bs, n_pad, tc, acc) };
+                // SAFETY: as above, with `acc` `mr` rows of `nr`.
+                unsafe { (self.kernel.tile)(a_s, m_pad, bs, n_pad, tc, acc, nr, false) };
                 for r in 0..mh {
                     z[(i + r) * n + j..][..nw].copy_from_slice(&acc[r * nr..][..nw]);
                 }
