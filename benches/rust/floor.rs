@@ -338,6 +338,33 @@ fn outer_only(reps: usize) {
             med = m;
         }
     }
+    // FactGraSS's whole step, no bias column: the blocks stored and then projected by
+    // SJLT(128 · 128 → 4096), or each block projected by its worker in the same pass
+    // (`masked_outer_projected`, the same bits); rounds alternate the two.
+    let sjlt = grass_core::Sjlt::new(128 * 128, 4096, 1, 3).unwrap();
+    let mut y = vec![0f32; 8 * 4096];
+    let (mut two, mut one) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        two.extend(time(reps / 3, || {
+            let z = &mut z[..8 * 128 * 128];
+            masked_outer(&go, &x, s, &rows, &cols, false, z).unwrap();
+            sjlt.project_batch(z, 8, &mut y).unwrap();
+        }));
+        one.extend(time(reps / 3, || {
+            grass_core::outer::masked_outer_projected(
+                &go, &x, s, &rows, &cols, false, &sjlt, &mut y,
+            )
+            .unwrap();
+        }));
+    }
+    two.sort_by(f64::total_cmp);
+    one.sort_by(f64::total_cmp);
+    let m2 = two[two.len() / 2];
+    println!(
+        "  + SJLT 16384 -> 4096: blocks stored, then projected {} | projected in the same pass {}",
+        cell(&two, m2),
+        cell(&one, m2)
+    );
     // The memory floor of its gather: one float of each cache line it touches in both factors
     // (four rows at a time), and one float of every line (the whole of both factors).
     let line_list = |idx: &[usize]| {
