@@ -340,7 +340,7 @@ fn outer_only(reps: usize) {
     }
     // FactGraSS's whole step, no bias column: the blocks stored and then projected by
     // SJLT(128 · 128 → 4096), or each block projected by its worker in the same pass
-    // (`masked_outer_projected`, the same bits); rounds alternate the two.
+    // (`Sink::Projected`, the same bits); rounds alternate the two.
     let sjlt = grass_core::Sjlt::new(128 * 128, 4096, 1, 3).unwrap();
     let mut y = vec![0f32; 8 * 4096];
     let (mut two, mut one) = (Vec::new(), Vec::new());
@@ -351,10 +351,11 @@ fn outer_only(reps: usize) {
             sjlt.project_batch(z, 8, &mut y).unwrap();
         }));
         one.extend(time(reps / 3, || {
-            grass_core::outer::masked_outer_projected(
-                &go, &x, s, &rows, &cols, false, &sjlt, &mut y,
-            )
-            .unwrap();
+            let sink = grass_core::outer::Sink::Projected {
+                sjlt: &sjlt,
+                out: &mut y,
+            };
+            grass_core::outer::masked_outer_into(&go, &x, s, &rows, &cols, false, sink).unwrap();
         }));
     }
     two.sort_by(f64::total_cmp);

@@ -16,7 +16,6 @@ use crate::elem::{Accum, Load};
 use crate::error::{check_len, invalid, Error, Result};
 use crate::outer::{for_each_block, Panels, Sink};
 use crate::parallel;
-use crate::sjlt::Sjlt;
 use std::ops::Range;
 
 /// Output positions gathered per chunk (as [`crate::outer`]'s token chunks).
@@ -79,29 +78,24 @@ pub fn conv_masked_outer<T: Load<A>, A: Accum + Load<A>>(
     bias: bool,
     out: &mut [A],
 ) -> Result<()> {
-    let threads = parallel::get_num_threads();
-    conv_masked_outer_split(go, x, shape, rows, cols, bias, Sink::Blocks(out), threads)
+    conv_masked_outer_into(go, x, shape, rows, cols, bias, Sink::Blocks(out))
 }
 
-/// [`conv_masked_outer`] projected by `sjlt` in the same pass, `out` `(batch, k)`: bit-identical
-/// to the blocks followed by `sjlt.project_batch` (see [`crate::outer::masked_outer_projected`]).
+/// [`conv_masked_outer`] into any [`Sink`] (with [`Sink::Projected`], each block projected in the
+/// same pass).
 ///
 /// # Errors
-/// As [`conv_masked_outer`]; `InvalidArgument` naming `sjlt` when its `in_dim` is not the block
-/// size; `Shape` when `out` is not `(batch, k)`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_masked_outer_projected<T: Load<A>, A: Accum + Load<A>>(
+/// As [`conv_masked_outer`], and as [`Sink::check`].
+pub fn conv_masked_outer_into<T: Load<A>, A: Accum + Load<A>>(
     go: &[T],
     x: &[T],
     shape: ConvShape,
     rows: &[usize],
     cols: &[usize],
     bias: bool,
-    sjlt: &Sjlt,
-    out: &mut [A],
+    sink: Sink<'_, A>,
 ) -> Result<()> {
     let threads = parallel::get_num_threads();
-    let sink = Sink::Projected { sjlt, y: out };
     conv_masked_outer_split(go, x, shape, rows, cols, bias, sink, threads)
 }
 

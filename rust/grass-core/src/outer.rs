@@ -60,54 +60,56 @@ pub fn masked_outer<T: Load<A>, A: Accum + Load<A>>(
     bias: bool,
     out: &mut [A],
 ) -> Result<()> {
-    let threads = parallel::get_num_threads();
-    masked_outer_split(go, x, shape, rows, cols, bias, Sink::Blocks(out), threads)
+    masked_outer_into(go, x, shape, rows, cols, bias, Sink::Blocks(out))
 }
 
-/// FactGraSS from the factors in one pass: `out[b] = sjlt(` [`masked_outer`]`[b])`, `(batch, k)`.
-///
-/// Bit-identical to [`masked_outer`] followed by `sjlt.project_batch`, but the blocks are never
-/// stored: each sample's block is projected by the worker that summed it, while it is still in
-/// that core's cache (with fewer samples than twice the thread count the block rows are split
-/// between workers, and the blocks are stored and projected after).
+/// [`masked_outer`] into any [`Sink`]: with [`Sink::Projected`], FactGraSS from the factors in one
+/// pass.
 ///
 /// # Errors
-/// As [`masked_outer`]; `InvalidArgument` naming `sjlt` when its `in_dim` is not
-/// `len(rows) · (len(cols) + bias)`; `Shape` when `out` is not `(batch, k)`.
-#[allow(clippy::too_many_arguments)]
-pub fn masked_outer_projected<T: Load<A>, A: Accum + Load<A>>(
+/// As [`masked_outer`], and as [`Sink::check`].
+pub fn masked_outer_into<T: Load<A>, A: Accum + Load<A>>(
     go: &[T],
     x: &[T],
     shape: OuterShape,
     rows: &[usize],
     cols: &[usize],
     bias: bool,
-    sjlt: &Sjlt,
-    out: &mut [A],
+    sink: Sink<'_, A>,
 ) -> Result<()> {
     let threads = parallel::get_num_threads();
-    let sink = Sink::Projected { sjlt, y: out };
     masked_outer_split(go, x, shape, rows, cols, bias, sink, threads)
 }
 
 /// Where the blocks of a masked outer product go.
-pub(crate) enum Sink<'a, A> {
+pub enum Sink<'a, A> {
     /// The blocks themselves: `(batch, m · n)` row-major.
     Blocks(&'a mut [A]),
-    /// Each sample's block projected by `sjlt` (`in_dim = m · n`): `y` is `(batch, k)`.
-    Projected { sjlt: &'a Sjlt, y: &'a mut [A] },
+    /// Each sample's block projected by `sjlt` (`in_dim = m · n`) into `out`, `(batch, k)`.
+    ///
+    /// Bit-identical to the blocks followed by `sjlt.project_batch`, but the blocks are never
+    /// stored: each sample's block is projected by the worker that summed it, while it is in
+    /// that core's cache (with fewer samples than twice the thread count the rows of a block
+    /// are split between workers, and the blocks are stored and projected after).
+    Projected {
+        /// The projection of each block.
+        sjlt: &'a Sjlt,
+        /// `(batch, k)` row-major.
+        out: &'a mut [A],
+    },
 }
 
 impl<A> Sink<'_, A> {
-    /// Checks the sink's buffer (and projection) against `batch` blocks of `m · n` values.
+    /// Checks the sink's buffer (and projection) against `batch` blocks of `m · n` values: the
+    /// callers do before any work.
     ///
     /// # Errors
     /// `Shape` naming `out` (the blocks, or the projections); `InvalidArgument` naming `sjlt`.
-    pub(crate) fn check(&self, batch: usize, m: usize, n: usize) -> Result<()> {
+    pub fn check(&self, batch: usize, m: usize, n: usize) -> Result<()> {
         let size = m.saturating_mul(n);
         match self {
             Sink::Blocks(out) => check_len("out", out.len(), batch, size),
-            Sink::Projected { sjlt, y } => {
+            Sink::Projected { sjlt, out } => {
                 if sjlt.in_dim() != size {
                     return Err(invalid(
                         "sjlt",
@@ -117,7 +119,7 @@ impl<A> Sink<'_, A> {
                         ),
                     ));
                 }
-                check_len("out", y.len(), batch, sjlt.out_dim())
+                check_len("out", out.len(), batch, sjlt.out_dim())
             }
         }
     }
@@ -201,7 +203,7 @@ pub(crate) fn for_each_block<A: Accum + Load<A>>(
     let groups = row_groups(batch, m, threads);
     let (sjlt, y) = match sink {
         Sink::Blocks(out) => return blocks(out, batch, m, n, &groups, work, threads, f),
-        Sink::Projected { sjlt, y } => (sjlt, y),
+        Sink::Projected { sjlt, out } => (sjlt, out),
     };
     if groups.len() > 1 {
         // Rows split between workers (few samples): store the blocks, then project them.
@@ -520,6 +522,20 @@ mod tests {
     use super::*;
     use crate::micro::lcg;
 
+    /// The stored blocks of a `threads`-way split (from a NaN-filled buffer).
+    fn split_blocks<A: Accum + Load<A>>(
+        (go, x, s): (&[A], &[A], OuterShape),
+        rows: &[usize],
+        cols: &[usize],
+        bias: bool,
+        threads: usize,
+    ) -> Vec<A> {
+        let n = cols.len() + usize::from(bias);
+        let mut z = vec![A::from_f64(f64::NAN); s.batch * rows.len() * n];
+        masked_outer_split(go, x, s, rows, cols, bias, Sink::Blocks(&mut z), threads).unwrap();
+        z
+    }
+
     /// The definition, in float64 with plain loops.
     fn reference(
         go: &[f64],
@@ -555,19 +571,7 @@ mod tests {
             .map(|_| lcg(&mut st))
             .collect();
         let want = reference(&go, &x, s, rows, cols, bias);
-        let n = cols.len() + usize::from(bias);
-        let mut z64 = vec![f64::NAN; s.batch * rows.len() * n];
-        masked_outer_split(
-            &go,
-            &x,
-            s,
-            rows,
-            cols,
-            bias,
-            Sink::Blocks(&mut z64),
-            threads,
-        )
-        .unwrap();
+        let z64 = split_blocks((&go, &x, s), rows, cols, bias, threads);
         for (g, w) in z64.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
         }
@@ -631,21 +635,7 @@ mod tests {
         let (s, go, x) = factors([2, 700, 64, 48], 3);
         let rows: Vec<usize> = (0..64).collect();
         let cols: Vec<usize> = (0..48).rev().collect();
-        let run = |threads: usize| {
-            let mut z = vec![0f32; 2 * 64 * 49];
-            masked_outer_split(
-                &go,
-                &x,
-                s,
-                &rows,
-                &cols,
-                true,
-                Sink::Blocks(&mut z),
-                threads,
-            )
-            .unwrap();
-            z
-        };
+        let run = |threads: usize| split_blocks((&go, &x, s), &rows, &cols, true, threads);
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(7));
@@ -667,18 +657,7 @@ mod tests {
             let cols: Vec<usize> = (0..k).collect();
             let n = k + 1;
             for threads in [1, 3] {
-                let mut z = vec![f32::NAN; 2 * rows.len() * n];
-                masked_outer_split(
-                    &go,
-                    &x,
-                    s,
-                    &rows,
-                    &cols,
-                    true,
-                    Sink::Blocks(&mut z),
-                    threads,
-                )
-                .unwrap();
+                let z = split_blocks((&go, &x, s), &rows, &cols, true, threads);
                 for b in 0..2 {
                     for (m, &r) in rows.iter().enumerate() {
                         let mut want = 0f32;
@@ -758,24 +737,13 @@ mod tests {
                 let cols: Vec<usize> = (1..30).step_by(2).collect(); // 15
                 let n = cols.len() + usize::from(bias);
                 let sjlt = Sjlt::new(rows.len() * n, 64, c, 9).unwrap();
-                let mut z = vec![0f32; batch * rows.len() * n];
-                masked_outer_split(
-                    &go,
-                    &x,
-                    s,
-                    &rows,
-                    &cols,
-                    bias,
-                    Sink::Blocks(&mut z),
-                    threads,
-                )
-                .unwrap();
+                let z = split_blocks((&go, &x, s), &rows, &cols, bias, threads);
                 let mut want = vec![0f32; batch * 64];
                 sjlt.project_batch(&z, batch, &mut want).unwrap();
                 let mut y = vec![f32::NAN; batch * 64];
                 let sink = Sink::Projected {
                     sjlt: &sjlt,
-                    y: &mut y,
+                    out: &mut y,
                 };
                 masked_outer_split(&go, &x, s, &rows, &cols, bias, sink, threads).unwrap();
                 assert_eq!(
@@ -791,17 +759,28 @@ mod tests {
     fn the_projection_must_fit_the_blocks() {
         let (s, go, x) = factors([2, 3, 4, 5], 1);
         let (rows, cols) = ([0, 2], [1, 3, 4]);
+        let run = |sjlt: &Sjlt, out: &mut [f32]| {
+            masked_outer_into(
+                &go,
+                &x,
+                s,
+                &rows,
+                &cols,
+                true,
+                Sink::Projected { sjlt, out },
+            )
+        };
         let mut y = vec![0f32; 2 * 8];
         let wrong = Sjlt::new(2 * 3, 8, 1, 0).unwrap(); // the block is 2 · (3 + 1)
         assert!(matches!(
-            masked_outer_projected(&go, &x, s, &rows, &cols, true, &wrong, &mut y),
+            run(&wrong, &mut y),
             Err(crate::Error::InvalidArgument { name: "sjlt", .. })
         ));
         let sjlt = Sjlt::new(2 * 4, 8, 1, 0).unwrap();
         assert!(matches!(
-            masked_outer_projected(&go, &x, s, &rows, &cols, true, &sjlt, &mut y[..15]),
+            run(&sjlt, &mut y[..15]),
             Err(crate::Error::Shape { what: "out", .. })
         ));
-        masked_outer_projected(&go, &x, s, &rows, &cols, true, &sjlt, &mut y).unwrap();
+        run(&sjlt, &mut y).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 use crate::errors::value_error;
 use crate::gather::{borrow_outer, run_masked_outer};
 use crate::projector::PyProjector;
+use grass_core::outer::Sink;
 use pyo3::prelude::*;
 
 /// `out[b] = Σ_pos go[b, rows, pos] ⊗ [patch_pos(x[b])[cols], 1 if bias]` (see
@@ -49,9 +50,11 @@ pub fn conv_masked_outer(
     };
     let (gv, xv, ov) = borrow_outer(go, x, out)?;
     let (rows, cols) = (&rows, &cols);
-    run_masked_outer!(py, gv, xv, ov, |g, x, o| match sjlt {
-        Some(s) =>
-            grass_core::conv::conv_masked_outer_projected(g, x, shape, rows, cols, bias, s, o),
-        None => grass_core::conv::conv_masked_outer(g, x, shape, rows, cols, bias, o),
+    run_masked_outer!(py, gv, xv, ov, |g, x, o| {
+        let sink = match sjlt {
+            Some(sjlt) => Sink::Projected { sjlt, out: o },
+            None => Sink::Blocks(o),
+        };
+        grass_core::conv::conv_masked_outer_into(g, x, shape, rows, cols, bias, sink)
     })
 }

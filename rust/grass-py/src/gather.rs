@@ -4,6 +4,7 @@ use crate::errors::{type_error, value_error};
 use crate::gil::run_detached;
 use crate::projector::PyProjector;
 use crate::tensor::{borrow, disjoint, with_io_types, TensorView};
+use grass_core::outer::Sink;
 use pyo3::prelude::*;
 
 /// `out[b][m] = x[b][idx[m]]`: `x` `(rows, p)`, `out` `(rows, len(idx))`, C-contiguous CPU
@@ -77,9 +78,12 @@ pub fn masked_outer(
         d_in: xv.cols,
     };
     let (rows, cols) = (&rows, &cols);
-    run_masked_outer!(py, gv, xv, ov, |g, x, o| match sjlt {
-        Some(s) => grass_core::outer::masked_outer_projected(g, x, shape, rows, cols, bias, s, o),
-        None => grass_core::outer::masked_outer(g, x, shape, rows, cols, bias, o),
+    run_masked_outer!(py, gv, xv, ov, |g, x, o| {
+        let sink = match sjlt {
+            Some(sjlt) => Sink::Projected { sjlt, out: o },
+            None => Sink::Blocks(o),
+        };
+        grass_core::outer::masked_outer_into(g, x, shape, rows, cols, bias, sink)
     })
 }
 
