@@ -2,7 +2,8 @@
 
 * :func:`gather_columns` — ``t[..., idx]`` (Rust parallel gather on CPU);
 * :func:`masked_outer` — the masked block ``Σ_t δ_t[rows] ⊗ x̃_t[cols]`` of each sample's gradient
-  (FactGraSS), one fused Rust call on CPU, gather + ``bmm`` elsewhere;
+  (FactGraSS), one fused Rust call on CPU (optionally projected by the layer's SJLT in the same
+  pass), gather + ``bmm`` elsewhere;
 * :func:`input_project`, :func:`outer_sum` — LoGra's dense factor projection and per-sample
   outer-product sum;
 * :func:`conv_masked_outer` — FactGraSS's masked block of a convolution, one fused Rust call on
