@@ -153,5 +153,7 @@ def test_masked_outer_rejects_a_projection_that_does_not_fit() -> None:
     with pytest.raises(TypeError, match="sjlt"):
         grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, out, grass_rs.Mask(8, 6)._core)
     with pytest.raises(ValueError, match="`out`"):
-        grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, torch.zeros(2, 7), grass_rs.SJLT(6, 8)._core)
+        grass_rs._core.masked_outer(
+            go, x, 3, [0, 2], [1, 3], True, torch.zeros(2, 7), grass_rs.SJLT(6, 8)._core
+        )
     grass_rs._core.masked_outer(go, x, 3, [0, 2], [1, 3], True, out, grass_rs.SJLT(6, 8)._core)

@@ -301,7 +301,9 @@ class FactGraSSCompressor(LayerCompressor):
     def _conv(self, go: Tensor, x_pad: Tensor) -> Tensor:
         """Gathers only the kept im2col columns from the padded input, then the masked outer products."""
         if self._conv_lists is not None:
-            y = K.conv_masked_outer(self.layer, go.transpose(1, 2), x_pad, *self._conv_lists, project=self.sjlt)
+            y = K.conv_masked_outer(
+                self.layer, go.transpose(1, 2), x_pad, *self._conv_lists, project=self.sjlt
+            )
             if y is not None:
                 return y
         rows = self._cache.get("out", self.mask_out.indices, go.device)

@@ -235,8 +235,9 @@ def conv_masked_outer(
 
     Returns:
         ``(batch, len(rows) · (len(cols) + bias_col))`` (float64 if either factor is float64, else
-        float32; ``(batch, k)`` with ``project``), or ``None`` when the fused kernel does not apply (not CPU, autograd, a dtype it
-        does not read, or factors whose shapes do not match: the caller's general path reports it).
+        float32; ``(batch, k)`` with ``project``), or ``None`` when the fused kernel does not apply
+        (not CPU, autograd, a dtype it does not read, or factors whose shapes do not match: the
+        caller's general path reports it).
     """
     geo = info.conv
     assert geo is not None

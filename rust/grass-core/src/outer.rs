@@ -170,7 +170,9 @@ fn masked_outer_split<T: Load<A>, A: Accum + Load<A>>(
         cols,
         bias,
     };
-    let work = bt.saturating_mul(rows.len() + cols.len()) + batch * rows.len() * n;
+    let work = bt
+        .saturating_mul(rows.len() + cols.len())
+        .saturating_add(batch.saturating_mul(rows.len()).saturating_mul(n));
     for_each_block(
         sink,
         batch,
@@ -207,7 +209,10 @@ pub(crate) fn for_each_block<A: Accum + Load<A>>(
     };
     if groups.len() > 1 {
         // Rows split between workers (few samples): store the blocks, then project them.
-        let mut out = alloc::vec_of(batch * m * n, A::ZERO, "masked outer-product blocks")?;
+        let len = batch.checked_mul(m * n).ok_or(Error::TooLarge {
+            what: "masked outer-product blocks",
+        })?;
+        let mut out = alloc::vec_of(len, A::ZERO, "masked outer-product blocks")?;
         blocks(&mut out, batch, m, n, &groups, work, threads, f)?;
         return sjlt.project_batch(&out, batch, y);
     }
