@@ -140,6 +140,13 @@ def test_masked_outer_projected_in_the_same_pass_is_bit_identical(
     assert got.dtype == want.dtype == dtype
     assert torch.equal(got, want)
     assert torch.equal(comp.compress_factors(go, x), want)
+    before = grass_rs.get_num_threads()
+    try:
+        for threads in (1, 3):  # whole samples per worker or rows split: the same bits
+            grass_rs.set_num_threads(threads)
+            assert torch.equal(comp.compress_factors(go, x), want)
+    finally:
+        grass_rs.set_num_threads(before)
     # The torch path (autograd inputs) projects its blocks the same way.
     slow = K.masked_outer(info, go.requires_grad_(), x, rows, cols, comp._bias_col, dtype, project=comp.sjlt)
     torch.testing.assert_close(slow.detach(), want)
