@@ -20,7 +20,8 @@
 //! `--mask K`, `--grass17` and `--grass23` time one gather alone (for A/B runs of two builds);
 //! `--grass23` also times it and its touched lines *cold* (evicted before each call, as for a
 //! gradient not just read: a large L3 otherwise holds the 32 MiB of touched lines). `--outer`
-//! times FactGraSS's masked block and the same floors over its two factors.
+//! times FactGraSS's masked block and the same floors over its two factors; `--sjlt-one` the SJLT
+//! of one sample that FactGraSS's workers run on each block.
 //!
 //! `lines / sum` is the physical floor of the gather's ratio to the read floor on this machine; the
 //! issue's line-count estimate (~0.63× at k' = 8192) assumes a touched line streams at the sequential
@@ -283,6 +284,22 @@ fn sjlt_only(c: usize, reps: usize) {
     }
 }
 
+/// `--sjlt-one`: the SJLT 2¹⁴ → 4096 of one sample (FactGraSS's per-worker projection of a
+/// 128 × 128 block) for c = 1, 2, 3, one thread, median [min–max] µs of 3000 calls.
+fn sjlt_one() {
+    let x: Vec<f32> = (0..1 << 14).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut y = vec![0f32; 4096];
+    for c in [1, 2, 3] {
+        let s = grass_core::Sjlt::new(1 << 14, 4096, c, 3).unwrap();
+        let t = time(3000, || s.project(&x, 1, &mut y).unwrap());
+        let sum: f64 = y.iter().map(|&v| f64::from(v)).sum();
+        let (m, lo, hi) = (t[t.len() / 2] * 1e3, t[0] * 1e3, t[t.len() - 1] * 1e3);
+        println!(
+            "SJLT 2^14 -> 4096 of one sample, c={c}: {m:.2} µs [{lo:.2}–{hi:.2}] (checksum {sum})"
+        );
+    }
+}
+
 /// `--srht REPS`: SRHT 2¹⁷ → 2048 of the 64 × 2¹⁷ input on 2 threads, median [min–max] and × the
 /// 2-thread read floor, for before/after comparisons of the transform.
 fn srht_only(reps: usize) {
@@ -474,6 +491,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--outer") {
         return outer_only(31);
+    }
+    if args.iter().any(|a| a == "--sjlt-one") {
+        return sjlt_one();
     }
     // The number at argument `j`, or `default` (index 0 is the program: never a number).
     let num = |j: usize, default: usize| {

@@ -314,8 +314,7 @@ class FactGraSSCompressor(LayerCompressor):
         patches = K.gather_patches(x_pad, self._patch_index[key])  # (B, L, s_in)
         every = self._cache.get("every", torch.arange(patches.shape[2]), go.device)
         dt = L.compute_dtype(go, x_pad)
-        block = K.masked_outer(self.layer, go, patches, rows, every, self._bias_col, dt)
-        return apply_projector(self.sjlt, block)
+        return K.masked_outer(self.layer, go, patches, rows, every, self._bias_col, dt, project=self.sjlt)
 
 
 class LoGraCompressor(LayerCompressor):
