@@ -20,8 +20,10 @@
 //! `--mask K`, `--grass17` and `--grass23` time one gather alone (for A/B runs of two builds);
 //! `--grass23` also times it and its touched lines *cold* (evicted before each call, as for a
 //! gradient not just read: a large L3 otherwise holds the 32 MiB of touched lines). `--outer`
-//! times FactGraSS's masked block and the same floors over its two factors; `--sjlt-one` the SJLT
-//! of one sample that FactGraSS's workers run on each block.
+//! times FactGraSS's masked block, the same floors over its two factors (together and each
+//! apart) and its multiply-adds at the measured FMA peak; `--sjlt-one` the SJLT
+//! of one sample that FactGraSS's workers run on each block; `--chase` the random cache lines one
+//! core can bring in per second (the misses it keeps in flight).
 //!
 //! `lines / sum` is the physical floor of the gather's ratio to the read floor on this machine; the
 //! issue's line-count estimate (~0.63× at k' = 8192) assumes a touched line streams at the sequential
@@ -410,6 +412,115 @@ fn outer_only(reps: usize) {
         cell(&every, med),
         cell(&sum, med)
     );
+    // Each factor apart: `grad_output` (3072 wide, about half its lines touched) and the input
+    // (768 wide, almost every line touched).
+    let one = |f: &[f32], p: usize, l: &[usize]| {
+        time(reps, || {
+            black_box(split(f, p, threads, |part| touch_lines(part, p, l)));
+        })
+    };
+    println!(
+        "  grad_output alone: touched lines {} | every line {}; input alone: touched {} | every {}",
+        cell(&one(&go, 3072, &lg), med),
+        cell(&one(&go, 3072, &ag), med),
+        cell(&one(&x, 768, &lx), med),
+        cell(&one(&x, 768, &ax), med)
+    );
+    // The multiply-adds at this CPU's peak: 16-lane FMAs per second of one core (a loop of
+    // independent ones, each core at once), times the threads.
+    let per_core = fma_peak(threads);
+    if per_core > 0.0 {
+        let fmas = (8 * 128 * 128 * 512 / 16) as f64;
+        println!(
+            "  its {:.2} M 16-lane multiply-adds (no bias column) at the FMA peak, {per_core:.2} G/s per core x {threads}: {:.3} ms",
+            fmas / 1e6,
+            fmas / (per_core * 1e9 * threads as f64) * 1e3
+        );
+    }
+}
+
+/// 512-bit FMAs per second of one core (the median of `threads` cores running at once), or 0
+/// without AVX-512.
+fn fma_peak(threads: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return 0.0;
+        }
+        #[target_feature(enable = "avx512f")]
+        fn run(n: usize) -> f64 {
+            use std::arch::x86_64::*;
+            let (b, c) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-6));
+            let mut a = [_mm512_set1_ps(1e-3); 16];
+            let t0 = Instant::now();
+            // Sixteen independent chains (more than the FMA latency times the ports), kept in
+            // registers through 1024 steps at a time (`black_box` every step would add a store
+            // and a load per vector).
+            for _ in 0..n / 1024 {
+                for _ in 0..1024 {
+                    for v in a.iter_mut() {
+                        *v = _mm512_fmadd_ps(*v, b, c);
+                    }
+                }
+                a = black_box(a);
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            (n / 1024 * 1024 * 16) as f64 / dt / 1e9
+        }
+        let mut rates: Vec<f64> = std::thread::scope(|s| {
+            let h: Vec<_> = (0..threads)
+                // SAFETY: `avx512f` was detected above.
+                .map(|_| s.spawn(|| unsafe { run(20_000_000) }))
+                .collect();
+            h.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        rates.sort_by(f64::total_cmp);
+        return rates[rates.len() / 2];
+    }
+    #[allow(unreachable_code)]
+    0.0
+}
+
+/// `--chase`: how many random cache lines one core brings in per second, from a 64 MiB buffer
+/// (L3 here, as FactGraSS's factors are): `K` independent chains of dependent loads through a
+/// random cyclic order of the buffer's lines, `K` = 1 … 48. One chain gives the latency; the rate
+/// stops growing at the misses one core keeps in flight, whatever the code around them.
+fn chase() {
+    let lines = (64usize << 20) / 64;
+    // A random cyclic order of the lines (xorshift Fisher–Yates); each line's first word holds
+    // the index of the next line's first word.
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut s = 88172645463325252u64;
+    for i in (1..lines).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        order.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    let mut next = vec![0usize; lines * 8 + 8];
+    let off = (64 - next.as_ptr() as usize % 64) % 64 / 8;
+    for (i, &l) in order.iter().enumerate() {
+        next[off + l * 8] = off + order[(i + 1) % lines] * 8;
+    }
+    println!("random 64-byte lines of a 64 MiB buffer, one thread, K independent chains:");
+    for k in [1usize, 2, 4, 8, 12, 16, 20, 24, 32, 48] {
+        let steps = (4_000_000 / k).max(200_000);
+        let mut at: Vec<usize> = (0..k).map(|c| off + order[lines / k * c] * 8).collect();
+        let t = time(5, || {
+            for _ in 0..steps {
+                for a in at.iter_mut() {
+                    *a = next[*a];
+                }
+            }
+            black_box(&at);
+        });
+        let ms = t[t.len() / 2];
+        println!(
+            "  K = {k:2}: {:6.1} ns per line of a chain, {:5.2} GB/s",
+            ms * 1e6 / steps as f64,
+            (steps * k * 64) as f64 / (ms * 1e-3) / 1e9
+        );
+    }
 }
 
 /// `--grass17` / `--grass23`: GraSS 2^`log_p` → 8192 → 2048 of the 64 × 2^`log_p` input (at 2¹⁷ a
@@ -491,6 +602,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--outer") {
         return outer_only(31);
+    }
+    if args.iter().any(|a| a == "--chase") {
+        return chase();
     }
     if args.iter().any(|a| a == "--sjlt-one") {
         return sjlt_one();
