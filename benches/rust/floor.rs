@@ -385,6 +385,12 @@ fn outer_only(reps: usize) {
         cell(&two, m2),
         cell(&one, m2)
     );
+    outer_floors(&go, &x, &rows, &cols, med, reps);
+}
+
+/// The floors of [`outer_only`]'s block (`med` its median, ms): the lines its gathers touch in
+/// both factors, together and apart, and its multiply-adds at the FMA peak.
+fn outer_floors(go: &[f32], x: &[f32], rows: &[usize], cols: &[usize], med: f64, reps: usize) {
     // The memory floor of its gather: one float of each cache line it touches in both factors
     // (four rows at a time), and one float of every line (the whole of both factors).
     let line_list = |idx: &[usize]| {
@@ -392,18 +398,18 @@ fn outer_only(reps: usize) {
         l.dedup();
         l
     };
-    let (lg, lx) = (line_list(&rows), line_list(&cols));
+    let (lg, lx) = (line_list(rows), line_list(cols));
     let (ag, ax): (Vec<usize>, Vec<usize>) = ((0..3072 / 16).collect(), (0..768 / 16).collect());
     let threads = grass_core::parallel::get_num_threads();
     let both = |a: &[usize], b: &[usize]| {
         time(reps, || {
-            black_box(split(&go, 3072, threads, |part| touch_lines(part, 3072, a)));
-            black_box(split(&x, 768, threads, |part| touch_lines(part, 768, b)));
+            black_box(split(go, 3072, threads, |part| touch_lines(part, 3072, a)));
+            black_box(split(x, 768, threads, |part| touch_lines(part, 768, b)));
         })
     };
     let sum = time(reps, || {
-        black_box(split(&go, 3072, threads, floor_sum));
-        black_box(split(&x, 768, threads, floor_sum));
+        black_box(split(go, 3072, threads, floor_sum));
+        black_box(split(x, 768, threads, floor_sum));
     });
     let (touched, every) = (both(&lg, &lx), both(&ag, &ax));
     println!(
@@ -421,10 +427,10 @@ fn outer_only(reps: usize) {
     };
     println!(
         "  grad_output alone: touched lines {} | every line {}; input alone: touched {} | every {}",
-        cell(&one(&go, 3072, &lg), med),
-        cell(&one(&go, 3072, &ag), med),
-        cell(&one(&x, 768, &lx), med),
-        cell(&one(&x, 768, &ax), med)
+        cell(&one(go, 3072, &lg), med),
+        cell(&one(go, 3072, &ag), med),
+        cell(&one(x, 768, &lx), med),
+        cell(&one(x, 768, &ax), med)
     );
     // The multiply-adds at this CPU's peak: 16-lane FMAs per second of one core (a loop of
     // independent ones, each core at once), times the threads.
@@ -449,7 +455,7 @@ fn fma_peak(threads: usize) -> f64 {
         }
         #[target_feature(enable = "avx512f")]
         fn run(n: usize) -> f64 {
-            use std::arch::x86_64::*;
+            use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_set1_ps};
             let (b, c) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-6));
             let mut a = [_mm512_set1_ps(1e-3); 16];
             let t0 = Instant::now();
@@ -458,7 +464,7 @@ fn fma_peak(threads: usize) -> f64 {
             // and a load per vector).
             for _ in 0..n / 1024 {
                 for _ in 0..1024 {
-                    for v in a.iter_mut() {
+                    for v in &mut a {
                         *v = _mm512_fmadd_ps(*v, b, c);
                     }
                 }
@@ -508,7 +514,7 @@ fn chase() {
         let mut at: Vec<usize> = (0..k).map(|c| off + order[lines / k * c] * 8).collect();
         let t = time(5, || {
             for _ in 0..steps {
-                for a in at.iter_mut() {
+                for a in &mut at {
                     *a = next[*a];
                 }
             }
