@@ -490,7 +490,8 @@ fn fma_peak(threads: usize) -> f64 {
 /// `--chase`: how many random cache lines one core brings in per second, from a 64 MiB buffer
 /// (L3 here, as FactGraSS's factors are): `K` independent chains of dependent loads through a
 /// random cyclic order of the buffer's lines, `K` = 1 … 48. One chain gives the latency; the rate
-/// stops growing at the misses one core keeps in flight, whatever the code around them.
+/// stops growing at the misses one core keeps in flight, whatever the code around them. Then
+/// independent loads of random lines, alone and prefetched ahead with each hint.
 fn chase() {
     let lines = (64usize << 20) / 64;
     // A random cyclic order of the lines (xorshift Fisher–Yates); each line's first word holds
@@ -527,6 +528,52 @@ fn chase() {
             (steps * k * 64) as f64 / (ms * 1e-3) / 1e9
         );
     }
+    // Independent loads of random lines (no chains: as many in flight as the core allows), alone
+    // and with each line prefetched `D` loads ahead, per hint: a prefetch that got its line
+    // without a fill buffer (into L2 only) would raise the rate.
+    let lines_at: Vec<usize> = order.iter().map(|&l| off + l * 8).collect();
+    let rate = |hint: Option<i32>, d: usize| {
+        let t = time(5, || {
+            let mut acc = 0usize;
+            for i in 0..lines_at.len() - d {
+                if let Some(h) = hint {
+                    prefetch_hint(&next[lines_at[i + d]], h);
+                }
+                acc = acc.wrapping_add(next[lines_at[i]]);
+            }
+            black_box(acc);
+        });
+        ((lines_at.len() - d) * 64) as f64 / (t[t.len() / 2] * 1e-3) / 1e9
+    };
+    print!(
+        "independent loads of random lines: {:.2} GB/s; prefetched D ahead",
+        rate(None, 0)
+    );
+    for (name, h) in [("T0", 0), ("T1", 1), ("T2", 2)] {
+        let r: Vec<String> = [8usize, 32, 128]
+            .iter()
+            .map(|&d| format!("{:.2}", rate(Some(h), d)))
+            .collect();
+        print!(" | {name} (D = 8 / 32 / 128): {}", r.join(" / "));
+    }
+    println!(" GB/s");
+}
+
+/// Prefetches the line holding `v` with hint `T0` (0), `T1` (1) or `T2` (2).
+fn prefetch_hint<T>(v: &T, hint: i32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only moves a line into the caches; it never faults.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1, _MM_HINT_T2};
+        let p = std::ptr::from_ref(v).cast::<i8>();
+        match hint {
+            0 => _mm_prefetch::<_MM_HINT_T0>(p),
+            1 => _mm_prefetch::<_MM_HINT_T1>(p),
+            _ => _mm_prefetch::<_MM_HINT_T2>(p),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, hint);
 }
 
 /// `--grass17` / `--grass23`: GraSS 2^`log_p` → 8192 → 2048 of the 64 × 2^`log_p` input (at 2¹⁷ a
