@@ -145,6 +145,36 @@ def test_thread_count_and_batch_split_determinism(name: str) -> None:
         grass_rs.set_num_threads(before)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: grass_rs.SJLT((1 << 15) + 37, 300, c=2, seed=3),
+        lambda: grass_rs.SJLT((1 << 15) + 37, 301, c=3, seed=4),
+        lambda: grass_rs.SJLT((1 << 16) + 5, 64, c=4, seed=5),
+        lambda: grass_rs.GraSS(1 << 17, 96, mask_dim=(1 << 15) + 8, c=4, seed=6),
+    ],
+)
+def test_one_large_sample_with_repeats_is_the_batch_row(make) -> None:
+    # One large sample with c ≥ 2 is projected by its repeats in parallel: the same bits as
+    # the lane-group path of a batch, on any thread count, and the matrix product's values.
+    p = make()
+    x = torch.randn(20, p.in_dim, generator=torch.Generator().manual_seed(9))
+    before = grass_rs.get_num_threads()
+    try:
+        batch = p(x)
+        for n in (1, 2, 3):
+            grass_rs.set_num_threads(n)
+            for i in (0, 7):
+                assert torch.equal(p(x[i]), batch[i]), (n, i)
+                assert torch.equal(p(x[i : i + 1])[0], batch[i]), (n, i)
+    finally:
+        grass_rs.set_num_threads(before)
+    # The matrix row by row through the adjoint (`matrix()` would build the p × p identity).
+    m = p.transpose(torch.eye(p.out_dim, dtype=torch.float64))
+    want = x[:2].double() @ m.T
+    torch.testing.assert_close(p(x[:2].double()), want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", NAMES)
 def test_half_inputs_accumulate_in_float32(projectors: dict, name: str, dtype: torch.dtype) -> None:

@@ -112,7 +112,7 @@ impl Buckets {
                 let lo: [u64; 8] = std::array::from_fn(|l| (l as u64 % c) * k / c);
                 let span: [u64; 8] = std::array::from_fn(|l| (l as u64 % c + 1) * k / c - lo[l]);
                 // SAFETY: AVX-512F and AVX-512DQ are available (checked just above).
-                let done = unsafe { fill_avx512(self.key, base, &lo, &span, out) };
+                let done = unsafe { fill_avx512(self.key, base, 1, &lo, &span, out) };
                 for (i, e) in out.iter_mut().enumerate().skip(done) {
                     let h = hash(self.key, base + i as u64);
                     let l = i % 8;
@@ -132,6 +132,50 @@ impl Buckets {
                 n += 1;
             }
         }
+    }
+
+    /// Writes the entries of repeat `r` of columns `j0 ..` into `out` (one per column): entry
+    /// `i` hashes counter `(j0 + i)·c + r`, all in repeat `r`'s row block. With AVX-512 (F + DQ)
+    /// eight are hashed per vector (the same integer arithmetic).
+    pub(crate) fn fill_repeat(&self, j0: usize, r: usize, out: &mut [u32]) {
+        let (k, c) = (self.out_dim as u64, self.c as u64);
+        let lo = r as u64 * k / c;
+        let span = (r as u64 + 1) * k / c - lo;
+        let base = j0 as u64 * c + r as u64;
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                // SAFETY: AVX-512F and AVX-512DQ are available (checked just above).
+                done = unsafe { fill_avx512(self.key, base, c, &[lo; 8], &[span; 8], out) };
+            }
+        }
+        let mut n = base + done as u64 * c;
+        for e in &mut out[done..] {
+            let h = hash(self.key, n);
+            *e = (lo + below(h, span)) as u32 | ((h as u32 & 1) << 31);
+            n += c;
+        }
+    }
+
+    /// Entries of repeat `r` of columns `j0 .. j0 + n` (one per column), hashed into `buf`
+    /// ([`Buckets::fill_repeat`]; a cached table holds them interleaved with the other repeats').
+    ///
+    /// # Errors
+    /// `OutOfMemory` when `buf` cannot grow to `n` entries.
+    pub(crate) fn repeat_entries<'a>(
+        &self,
+        j0: usize,
+        n: usize,
+        r: usize,
+        buf: &'a mut Vec<u32>,
+    ) -> Result<&'a [u32]> {
+        alloc::resize(buf, n, 0, "SJLT entries")?;
+        buf.truncate(n);
+        self.fill_repeat(j0, r, buf);
+        Ok(buf)
     }
 
     /// Entries of columns `j0 .. j0 + n`: borrowed from the table or generated into `buf`.
@@ -162,7 +206,8 @@ impl Buckets {
 }
 
 /// Entries `out[i] = lo[i mod 8] + below(h, span[i mod 8]) | sign` with
-/// `h = hash(key, base + i)`, eight at a time; returns how many were written (a multiple of 8).
+/// `h = hash(key, base + i·stride)`, eight at a time; returns how many were written (a multiple
+/// of 8).
 ///
 /// `below(h, m)` for `m < 2³²` is computed exactly from 32-bit halves:
 /// `(h·m) >> 64 = ((h >> 32)·m + ((h mod 2³²)·m >> 32)) >> 32`.
@@ -174,6 +219,7 @@ impl Buckets {
 unsafe fn fill_avx512(
     key: u64,
     base: u64,
+    stride: u64,
     lo: &[u64; 8],
     span: &[u64; 8],
     out: &mut [u32],
@@ -192,16 +238,17 @@ unsafe fn fill_avx512(
             _mm512_loadu_si512(span.as_ptr().cast()),
         )
     };
-    let lane: [u64; 8] = std::array::from_fn(|l| (l as u64).wrapping_mul(GOLDEN));
+    let lane: [u64; 8] =
+        std::array::from_fn(|l| (l as u64).wrapping_mul(stride).wrapping_mul(GOLDEN));
     // SAFETY: as above.
     let lane = unsafe { _mm512_loadu_si512(lane.as_ptr().cast()) };
-    let step = _mm512_set1_epi64(8u64.wrapping_mul(GOLDEN) as i64);
+    let step = _mm512_set1_epi64(stride.wrapping_mul(8).wrapping_mul(GOLDEN) as i64);
     let (c1, c2) = (
         _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64),
         _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64),
     );
     let one = _mm512_set1_epi64(1);
-    // z = key + (base + 1 + i)·GOLDEN for the 8 lanes of the current group.
+    // z = key + (base + 1 + i·stride)·GOLDEN for the 8 lanes of the current group.
     let start = key.wrapping_add(base.wrapping_add(1).wrapping_mul(GOLDEN));
     let mut z0 = _mm512_add_epi64(_mm512_set1_epi64(start as i64), lane);
     for i in (0..full).step_by(8) {
@@ -260,6 +307,17 @@ mod tests {
                 b.fill_entries(j0, &mut out);
                 for (i, &e) in out.iter().enumerate() {
                     assert_eq!(e, b.entry(j0 + i / c, i % c), "{in_dim} {k} {c} {j0} {i}");
+                }
+                // One repeat at a time.
+                for r in 0..c {
+                    let mut one = vec![0u32; n];
+                    b.fill_repeat(j0, r, &mut one);
+                    let mut buf = Vec::new();
+                    let through = b.repeat_entries(j0, n, r, &mut buf).unwrap();
+                    for i in 0..n {
+                        let want = b.entry(j0 + i, r);
+                        assert_eq!((one[i], through[i]), (want, want), "{k} {c} {j0} r {r} {i}");
+                    }
                 }
             }
         }

@@ -146,6 +146,48 @@ pub(crate) fn project_one<A: Accum>(
     Ok(())
 }
 
+/// [`project_one`] with its `c ≥ 2` repeats in parallel: repeat `r` of every column falls in its
+/// own row block `⌊r·k/c⌋ .. ⌊(r+1)·k/c⌋` of the output, so each block is one task's, summed over
+/// the columns in increasing order exactly as [`project_one`] sums it (the same bits). Each task
+/// reads the whole sample (`row` is called `c` times per column block in all) and hashes only its
+/// repeat's entries, even when the table is cached: copying one repeat out of the table reads
+/// every repeat's entries, `c` times the table in all (2²³ columns, c = 4, 2 threads: 39 ms
+/// against 21.7 ms hashed; 41 ms serial).
+///
+/// # Errors
+/// `OutOfMemory`; `Cancelled`.
+pub(crate) fn project_one_by_repeat<A: Accum>(
+    sjlt: &Buckets,
+    n_cols: usize,
+    row: impl Fn(usize, &mut [A]) + Sync,
+    out: &mut [A],
+    stop: &Stop,
+) -> Result<()> {
+    let (k, c) = (sjlt.out_dim(), sjlt.c());
+    debug_assert!(out.len() == k && c >= 2);
+    let ends: Vec<usize> = (1..=c).map(|r| r * k / c).collect();
+    let scale: A = sjlt.scale();
+    crate::parallel::try_parts_mut(out, &ends, |r, part| {
+        part.fill(A::ZERO);
+        let lo = r * k / c;
+        let mut vals = alloc::vec_of(LBLOCK.min(n_cols), A::ZERO, "SJLT column values")?;
+        let mut ebuf = Vec::new();
+        for j0 in (0..n_cols).step_by(LBLOCK) {
+            stop.check()?;
+            let n = LBLOCK.min(n_cols - j0);
+            let entries = sjlt.repeat_entries(j0, n, r, &mut ebuf)?;
+            row(j0, &mut vals[..n]);
+            for (&v, &e) in vals[..n].iter().zip(entries) {
+                part[(e & !SIGN_BIT) as usize - lo] += v.flip(e & SIGN_BIT != 0);
+            }
+        }
+        for v in part.iter_mut() {
+            *v = *v * scale;
+        }
+        Ok(())
+    })
+}
+
 /// `out[bucket(e)] ±= v` for each value and its `c` packed entries (bucket | sign bit), in order.
 #[inline(always)]
 fn scatter_one<A: Accum>(vals: &[A], entries: &[u32], c: usize, out: &mut [A]) {
@@ -236,6 +278,47 @@ fn scatter_portable<A: Accum>(c: usize, entries: &[u32], xt: &[Lanes<A>], acc: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeats_in_parallel_are_the_serial_bits() {
+        let mut st = 5u64;
+        for (n_cols, k, c) in [
+            (1usize, 8usize, 2usize),
+            (300, 77, 3),
+            (4097, 2048, 4),
+            (70_000, 1000, 5),
+            (9000, 64, 8),
+            (5000, 3, 3),
+        ] {
+            let x: Vec<f32> = (0..n_cols)
+                .map(|_| crate::micro::lcg(&mut st) as f32)
+                .collect();
+            let x64: Vec<f64> = x.iter().map(|&v| f64::from(v) * 1.1).collect();
+            for built in [false, true] {
+                let b = Buckets::new(n_cols, k, c, 0x5EED ^ n_cols as u64);
+                if built {
+                    b.prepare().unwrap();
+                }
+                let stop = Stop::current();
+                let row = |j0: usize, v: &mut [f32]| v.copy_from_slice(&x[j0..j0 + v.len()]);
+                let (mut want, mut got) = (vec![0f32; k], vec![f32::NAN; k]);
+                project_one(&b, n_cols, row, &mut want, &stop).unwrap();
+                project_one_by_repeat(&b, n_cols, row, &mut got, &stop).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{n_cols} {k} {c} table {built}");
+                let row = |j0: usize, v: &mut [f64]| v.copy_from_slice(&x64[j0..j0 + v.len()]);
+                let (mut want, mut got) = (vec![0f64; k], vec![f64::NAN; k]);
+                project_one(&b, n_cols, row, &mut want, &stop).unwrap();
+                project_one_by_repeat(&b, n_cols, row, &mut got, &stop).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "f64 {n_cols} {k} {c} table {built}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn blocks_cover_the_columns_in_order() {

@@ -9,7 +9,8 @@ use crate::elem::{Accum, Load};
 use crate::error::{at_least_one, invalid, Error, Result};
 use crate::hash::{stream_key, Stream};
 use crate::lanes::{
-    gather_lanes, lane_rows, lead_to_line, project_group, project_one, Lanes, LANES,
+    gather_lanes, lane_rows, lead_to_line, project_group, project_one, project_one_by_repeat,
+    Lanes, LANES,
 };
 use crate::parallel::{self, SyncPtr};
 use crate::projection::Projection;
@@ -18,6 +19,10 @@ pub use crate::buckets::{SIGN_BIT, TABLE_LIMIT};
 
 /// Batches up to this size are projected sample by sample (see [`Sjlt::project_with`]).
 pub(crate) const SCALAR_ROWS: usize = 2;
+
+/// From this many columns, one sample with `c ≥ 2` is projected by its repeats in parallel
+/// ([`project_one_by_repeat`]) when there is more than one thread.
+const REPEAT_SPLIT: usize = 1 << 15;
 
 /// A seeded SJLT from `in_dim` to `out_dim` with `c` nonzeros per column.
 #[derive(Debug, Clone)]
@@ -108,6 +113,10 @@ impl Sjlt {
         b.prepare()?;
         let stop = Stop::current();
         if batch <= SCALAR_ROWS {
+            if batch == 1 && b.c() >= 2 && n_cols >= REPEAT_SPLIT && parallel::get_num_threads() > 1
+            {
+                return project_one_by_repeat(b, n_cols, |j0, v| row(0, j0, v), out, &stop);
+            }
             let one =
                 |(i, o): (usize, &mut [A])| project_one(b, n_cols, |j0, v| row(i, j0, v), o, &stop);
             if batch == 1 || n_cols < 1 << 16 {
