@@ -131,10 +131,10 @@ pub(crate) fn project_one<A: Accum>(
         // faster, `floor -- --sjlt-one`).
         let vals = &vals[..n];
         match c {
-            1 => scatter_one(vals, entries, 1, out),
-            2 => scatter_one(vals, entries, 2, out),
-            4 => scatter_one(vals, entries, 4, out),
-            _ => scatter_one(vals, entries, c, out),
+            1 => scatter_one(vals, entries, 1, 0, out),
+            2 => scatter_one(vals, entries, 2, 0, out),
+            4 => scatter_one(vals, entries, 4, 0, out),
+            _ => scatter_one(vals, entries, c, 0, out),
         }
     }
     if c > 1 {
@@ -177,9 +177,7 @@ pub(crate) fn project_one_by_repeat<A: Accum>(
             let n = LBLOCK.min(n_cols - j0);
             let entries = sjlt.repeat_entries(j0, n, r, &mut ebuf)?;
             row(j0, &mut vals[..n]);
-            for (&v, &e) in vals[..n].iter().zip(entries) {
-                part[(e & !SIGN_BIT) as usize - lo] += v.flip(e & SIGN_BIT != 0);
-            }
+            scatter_one(&vals[..n], entries, 1, lo, part);
         }
         for v in part.iter_mut() {
             *v = *v * scale;
@@ -188,12 +186,13 @@ pub(crate) fn project_one_by_repeat<A: Accum>(
     })
 }
 
-/// `out[bucket(e)] ±= v` for each value and its `c` packed entries (bucket | sign bit), in order.
+/// `out[bucket(e) − lo] ±= v` for each value and its `c` packed entries (bucket | sign bit), in
+/// order (`out` starts at bucket `lo`).
 #[inline(always)]
-fn scatter_one<A: Accum>(vals: &[A], entries: &[u32], c: usize, out: &mut [A]) {
+fn scatter_one<A: Accum>(vals: &[A], entries: &[u32], c: usize, lo: usize, out: &mut [A]) {
     for (&v, col) in vals.iter().zip(entries.chunks_exact(c)) {
         for &e in col {
-            out[(e & !SIGN_BIT) as usize] += v.flip(e & SIGN_BIT != 0);
+            out[(e & !SIGN_BIT) as usize - lo] += v.flip(e & SIGN_BIT != 0);
         }
     }
 }
